@@ -1,0 +1,47 @@
+"""nnkern: fast CPU neural-network kernels for NumPy training loops.
+
+Functional kernels live at the top level (``nk.matmul``, ``nk.adam_step``, ``nk.softmax`` ...),
+layers in ``nnkern.nn``, optimizers in ``nnkern.optim`` and a plain-NumPy twin of every kernel in
+``nnkern.reference``. All kernels take float32 or float64 NumPy arrays, release the GIL, run on
+nnkern's OpenMP threads (``set_num_threads``) and give bitwise identical results for any thread
+count.
+"""
+
+# Load our OpenBLAS copy first. The extension finds it through its RPATH; importing the package
+# also loads it into the process by name, which covers relocated installs and development builds.
+import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+
+from . import _core
+from ._core import (
+    blas_config,
+    blas_corename,
+    default_num_threads,
+    get_num_threads,
+    set_num_threads,
+    simd_level,
+)
+from .ops.gemm import *  # noqa: F401,F403
+from .ops.optim import *  # noqa: F401,F403
+from .ops.act import *  # noqa: F401,F403
+from .ops.loss import *  # noqa: F401,F403
+from .ops.conv import *  # noqa: F401,F403
+from .ops.pool import *  # noqa: F401,F403
+from .ops.rnn import *  # noqa: F401,F403
+from .ops.norm import *  # noqa: F401,F403
+from . import ops, reference  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # nn, optim and the CLI helpers are imported lazily so `import nnkern` stays fast.
+    import importlib
+
+    if name in ("nn", "optim", "bench", "init", "train", "data"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                raise AttributeError(f"module 'nnkern' has no attribute {name!r}") from None
+            raise
+    raise AttributeError(f"module 'nnkern' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+"""act kernels (not written yet)."""
+
+__all__ = []

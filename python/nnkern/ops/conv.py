@@ -1,0 +1,3 @@
+"""conv kernels (not written yet)."""
+
+__all__ = []

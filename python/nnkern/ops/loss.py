@@ -1,0 +1,3 @@
+"""loss kernels (not written yet)."""
+
+__all__ = []

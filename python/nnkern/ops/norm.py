@@ -1,0 +1,3 @@
+"""norm kernels (not written yet)."""
+
+__all__ = []

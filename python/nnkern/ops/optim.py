@@ -1,0 +1,3 @@
+"""optim kernels (not written yet)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""pool kernels (not written yet)."""
+
+__all__ = []

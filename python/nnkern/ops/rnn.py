@@ -1,0 +1,3 @@
+"""rnn kernels (not written yet)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""NumPy twins of the act kernels (not written yet)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""NumPy twins of the conv kernels (not written yet)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""NumPy twins of the loss kernels (not written yet)."""
+
+__all__ = []

@@ -1,0 +1,20 @@
+"""The README opens with the two commands CI runs (.ci/run extracts them from the first sh block)."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_readme_starts_with_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    if not (ROOT / ".ci" / "run").exists():  # running against an installed copy without the repo
+        return
+    block = re.search(r"^```sh\n(.*?)^```", readme, re.S | re.M)
+    assert block, "README.md must have a ```sh block"
+    cmds = [ln for ln in block.group(1).splitlines() if ln.strip() and not ln.startswith("#")]
+    assert len(cmds) == 2, cmds
+    assert "pip install" in cmds[0] and "nnkern" in cmds[0]
+    assert "pip install" in cmds[1] and "pytest" in cmds[1]
+    # it is the first block of the file, right after the introduction
+    assert readme.index("```sh") < readme.index("## ")
