@@ -3,6 +3,7 @@
 #include "nnkern/gemm.h"
 #include "nnkern/parallel.h"
 #include "nnkern/simd.h"
+#include "nnkern/workspace.h"
 
 namespace nnkern {
 namespace bind {
@@ -43,6 +44,20 @@ void bind_core(py::module_& m) {
         "Build configuration of nnkern's OpenBLAS copy (scipy-openblas32).");
   m.def("blas_corename", [] { return std::string(blas_corename()); },
         "Kernel family OpenBLAS selected for this CPU (e.g. 'SkylakeX', 'Haswell').");
+  m.def(
+      "set_workspace_limit",
+      [](long long bytes) {
+        if (bytes < (1 << 20)) {
+          value_error("set_workspace_limit", "bytes must be >= 1048576 (1 MiB), got ", bytes);
+        }
+        set_workspace_limit(static_cast<std::size_t>(bytes));
+      },
+      py::arg("bytes"),
+      "Cap (bytes, default 64 MiB) on the scratch memory one kernel call may use: kernels such as\n"
+      "im2col convolution process large batches in pieces that fit under it.");
+  m.def("get_workspace_limit", [] { return static_cast<long long>(workspace_limit()); });
+  m.def("_scratch_bytes_held", [] { return static_cast<long long>(scratch_bytes_held()); },
+        "Scratch memory currently held by nnkern threads (bytes).");
   m.def("_gemm_split", [](index_t M, index_t N, index_t K) {
     const GemmSplit s = gemm_split(M, N, K);
     return py::make_tuple(s.blocks, s.split_m ? "M" : "N");

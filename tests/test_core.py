@@ -66,3 +66,14 @@ def test_reference_matmul(rng):
     a = rng.standard_normal((5, 3))
     b = rng.standard_normal((4, 3))
     np.testing.assert_allclose(nk.reference.matmul(a, b, trans_b=True), a @ b.T)
+
+
+def test_workspace_limit_roundtrip():
+    old = nk.get_workspace_limit()
+    try:
+        nk.set_workspace_limit(8 << 20)
+        assert nk.get_workspace_limit() == 8 << 20
+        with pytest.raises(ValueError, match=r"set_workspace_limit: bytes must be >= 1048576"):
+            nk.set_workspace_limit(10)
+    finally:
+        nk.set_workspace_limit(old)

@@ -17,7 +17,9 @@ from ._core import (
     blas_corename,
     default_num_threads,
     get_num_threads,
+    get_workspace_limit,
     set_num_threads,
+    set_workspace_limit,
     simd_level,
 )
 from .ops.gemm import *  # noqa: F401,F403
@@ -29,6 +31,7 @@ from .ops.pool import *  # noqa: F401,F403
 from .ops.rnn import *  # noqa: F401,F403
 from .ops.norm import *  # noqa: F401,F403
 from . import ops, reference  # noqa: E402
+from .random import manual_seed  # noqa: E402
 
 __version__ = "0.1.0"
 

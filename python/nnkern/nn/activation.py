@@ -1,0 +1,3 @@
+"""activation layers (not written yet)."""
+
+__all__ = []

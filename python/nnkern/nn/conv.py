@@ -1,0 +1,3 @@
+"""conv layers (not written yet)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""loss layers (not written yet)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""norm layers (not written yet)."""
+
+__all__ = []

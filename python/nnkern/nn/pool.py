@@ -1,0 +1,3 @@
+"""pool layers (not written yet)."""
+
+__all__ = []

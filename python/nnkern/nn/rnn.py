@@ -1,0 +1,3 @@
+"""rnn layers (not written yet)."""
+
+__all__ = []
