@@ -80,7 +80,8 @@ void normalised_to_pixel(double* A, index_t N, index_t H, index_t W, index_t Ho,
 
 template <class T>
 py::array_t<T> affine_warp_impl(py::handle x_obj, py::handle mat_obj, py::handle shape_obj, double fill,
-                                py::handle out_obj, const std::string& mode, bool normalized) {
+                                py::handle out_obj, const std::string& mode, bool normalized,
+                                const std::string& padding_mode) {
   const char* fn = "affine_warp";
   py::array_t<T> x = input<T>(x_obj, fn, "x");
   check_ndim(x, 4, fn, "x", "(N, C, H, W)");
@@ -90,6 +91,9 @@ py::array_t<T> affine_warp_impl(py::handle x_obj, py::handle mat_obj, py::handle
   }
   if (mode != "bilinear" && mode != "nearest") {
     value_error(fn, "mode must be 'bilinear' or 'nearest', got '", mode, "'");
+  }
+  if (padding_mode != "fill" && padding_mode != "border") {
+    value_error(fn, "padding_mode must be 'fill' or 'border', got '", padding_mode, "'");
   }
   check_finite(fill, fn, "fill");
   const auto [Ho, Wo] = out_shape_arg(shape_obj, H, W, fn);
@@ -104,9 +108,10 @@ py::array_t<T> affine_warp_impl(py::handle x_obj, py::handle mat_obj, py::handle
   const double* pa = A.data();
   T* py_ = y.mutable_data();
   const bool nearest = mode == "nearest";
+  const bool border = padding_mode == "border";
   {
     py::gil_scoped_release nogil;
-    affine_warp_forward<T>(py_, px, pa, N, C, H, W, Ho, Wo, static_cast<T>(fill), nearest);
+    affine_warp_forward<T>(py_, px, pa, N, C, H, W, Ho, Wo, static_cast<T>(fill), nearest, border);
   }
   return y;
 }
@@ -117,14 +122,15 @@ void bind_augment(py::module_& m) {
   m.def(
       "affine_warp",
       [](py::object x, py::object matrices, py::object out_shape, double fill, py::object out, std::string mode,
-         bool normalized) -> py::object {
+         bool normalized, std::string padding_mode) -> py::object {
         return dispatch_float(x, "affine_warp", "x", [&](auto t) -> py::object {
           using T = decltype(t);
-          return affine_warp_impl<T>(x, matrices, out_shape, fill, out, mode, normalized);
+          return affine_warp_impl<T>(x, matrices, out_shape, fill, out, mode, normalized, padding_mode);
         });
       },
       py::arg("x"), py::arg("matrices"), py::arg("out_shape") = py::none(), py::arg("fill") = 0.0,
       py::kw_only(), py::arg("out") = py::none(), py::arg("mode") = "bilinear", py::arg("normalized") = false,
+      py::arg("padding_mode") = "fill",
       R"doc(Resamples each image of x (N, C, H, W) through an affine map: y (N, C, Ho, Wo).
 
 matrices (N, 2, 3), or (2, 3) for every image, float32 or float64, map OUTPUT pixel positions to
@@ -137,7 +143,9 @@ align_corners=False), so affine_warp(x, theta, normalized=True) equals
 grid_sample(x, affine_grid(theta, size), align_corners=False) with padding_mode='zeros'.
 
 mode='bilinear' (default) blends the four nearest pixels; 'nearest' takes the nearest one (ties
-to even, as torch). Pixels outside the input read as `fill` (0: torch's zeros padding).
+to even, as torch). padding_mode='fill' (default): pixels outside the input read as `fill`
+(0: torch's padding_mode='zeros'); 'border': sample positions are clamped into the image first
+(torch's 'border', and the edge rule of torch's bilinear resize).
 out_shape=(Ho, Wo) defaults to (H, W). Corners with weight exactly 0 are not read, so flips,
 crops and integer shifts copy pixels exactly.)doc");
 }

@@ -24,13 +24,17 @@ struct RowTable {
 
 template <class T>
 NNK_INLINE void bilinear_table(RowTable<T> tb, const double* a, double i, index_t H, index_t W,
-                               index_t Wo, T fill) {
+                               index_t Wo, T fill, bool border) {
   const double bx = a[1] * i + a[2], by = a[4] * i + a[5];
   const double dH = static_cast<double>(H), dW = static_cast<double>(W);
 #pragma omp simd
   for (index_t j = 0; j < Wo; ++j) {
-    const double ix = a[0] * static_cast<double>(j) + bx;
-    const double iy = a[3] * static_cast<double>(j) + by;
+    double ix = a[0] * static_cast<double>(j) + bx;
+    double iy = a[3] * static_cast<double>(j) + by;
+    if (border) {
+      ix = std::min(std::max(ix, 0.0), dW - 1.0);
+      iy = std::min(std::max(iy, 0.0), dH - 1.0);
+    }
     // (-1, W) x (-1, H) is where some corner is inside; NaN coordinates fail the test too.
     const bool inside = ix > -1.0 && ix < dW && iy > -1.0 && iy < dH;
     const double cx = inside ? ix : -1.0, cy = inside ? iy : -1.0;
@@ -55,14 +59,20 @@ NNK_INLINE void bilinear_table(RowTable<T> tb, const double* a, double i, index_
 
 template <class T>
 NNK_INLINE void nearest_table(std::int32_t* off, const double* a, double i, index_t H, index_t W,
-                              index_t Wo) {
+                              index_t Wo, bool border) {
   const double bx = a[1] * i + a[2], by = a[4] * i + a[5];
   const double dH = static_cast<double>(H), dW = static_cast<double>(W);
 #pragma omp simd
   for (index_t j = 0; j < Wo; ++j) {
     // Round half to even, as torch's grid_sample(mode='nearest').
-    const double rx = std::nearbyint(a[0] * static_cast<double>(j) + bx);
-    const double ry = std::nearbyint(a[3] * static_cast<double>(j) + by);
+    double ix = a[0] * static_cast<double>(j) + bx;
+    double iy = a[3] * static_cast<double>(j) + by;
+    if (border) {
+      ix = std::min(std::max(ix, 0.0), dW - 1.0);
+      iy = std::min(std::max(iy, 0.0), dH - 1.0);
+    }
+    const double rx = std::nearbyint(ix);
+    const double ry = std::nearbyint(iy);
     const bool inside = rx >= 0.0 && rx < dW && ry >= 0.0 && ry < dH;
     off[j] = inside ? static_cast<std::int32_t>(ry) * static_cast<std::int32_t>(W) + static_cast<std::int32_t>(rx)
                     : -1;
@@ -72,8 +82,8 @@ NNK_INLINE void nearest_table(std::int32_t* off, const double* a, double i, inde
 // Output rows [r0, r1) (r = n * Ho + i) for all channels.
 template <class T>
 NNK_INLINE void warp_rows_body(T* y, const T* x, const double* A, index_t C, index_t H, index_t W,
-                               index_t Ho, index_t Wo, T fill, bool nearest, index_t r0, index_t r1,
-                               RowTable<T> tb) {
+                               index_t Ho, index_t Wo, T fill, bool nearest, bool border, index_t r0,
+                               index_t r1, RowTable<T> tb) {
   const index_t plane = H * W, oplane = Ho * Wo;
   for (index_t r = r0; r < r1; ++r) {
     const index_t n = r / Ho, i = r % Ho;
@@ -81,7 +91,7 @@ NNK_INLINE void warp_rows_body(T* y, const T* x, const double* A, index_t C, ind
     const T* xn = x + n * C * plane;
     T* yr = y + n * C * oplane + i * Wo;
     if (nearest) {
-      nearest_table<T>(tb.off[0], a, static_cast<double>(i), H, W, Wo);
+      nearest_table<T>(tb.off[0], a, static_cast<double>(i), H, W, Wo, border);
       const std::int32_t* o = tb.off[0];
       for (index_t c = 0; c < C; ++c) {
         const T* p = xn + c * plane;
@@ -91,7 +101,7 @@ NNK_INLINE void warp_rows_body(T* y, const T* x, const double* A, index_t C, ind
       }
       continue;
     }
-    bilinear_table<T>(tb, a, static_cast<double>(i), H, W, Wo, fill);
+    bilinear_table<T>(tb, a, static_cast<double>(i), H, W, Wo, fill, border);
     const std::int32_t *o0 = tb.off[0], *o1 = tb.off[1], *o2 = tb.off[2], *o3 = tb.off[3];
     const T *w0 = tb.w[0], *w1 = tb.w[1], *w2 = tb.w[2], *w3 = tb.w[3], *fv = tb.fillv;
     for (index_t c = 0; c < C; ++c) {
@@ -114,11 +124,11 @@ NNK_MULTIVERSION(warp_rows, warp_rows_body)
 
 template <class T>
 void affine_warp_forward(T* y, const T* x, const double* A, index_t N, index_t C, index_t H, index_t W,
-                         index_t Ho, index_t Wo, T fill, bool nearest) {
+                         index_t Ho, index_t Wo, T fill, bool nearest, bool border) {
   if (N <= 0 || C <= 0 || Ho <= 0 || Wo <= 0) return;
   NNK_ASSERT(H * W < (index_t{1} << 31));
   if (H <= 0 || W <= 0) {
-    // An empty input: every sample is outside.
+    // An empty input: every sample is outside (and there is no border to clamp to).
     std::fill(y, y + N * C * Ho * Wo, fill);
     return;
   }
@@ -136,14 +146,14 @@ void affine_warp_forward(T* y, const T* x, const double* A, index_t N, index_t C
           tb.w[k] = ws + k * wo_pad;
         }
         tb.fillv = ws + 4 * wo_pad;
-        warp_rows(y, x, A, C, H, W, Ho, Wo, fill, nearest, b, e, tb);
+        warp_rows(y, x, A, C, H, W, Ho, Wo, fill, nearest, border, b, e, tb);
       },
       1);
 }
 
 template void affine_warp_forward<float>(float*, const float*, const double*, index_t, index_t, index_t,
-                                         index_t, index_t, index_t, float, bool);
+                                         index_t, index_t, index_t, float, bool, bool);
 template void affine_warp_forward<double>(double*, const double*, const double*, index_t, index_t,
-                                          index_t, index_t, index_t, index_t, double, bool);
+                                          index_t, index_t, index_t, index_t, double, bool, bool);
 
 }  // namespace nnkern
