@@ -301,10 +301,11 @@ def test_augment_errors():
 
 def test_resize_edges_clamp_unless_asked(rng):
     ones = np.ones((2, 1, 6, 8))
-    assert np.all(augment.Resize((15, 20))(ones) == 1.0)  # border clamping: no dark edges
-    assert np.all(augment.RandomResizedCrop((15, 20))(ones, rng) == 1.0)
+    # border clamping: no dark edges (the 4 weights sum to 1 up to rounding)
+    np.testing.assert_allclose(augment.Resize((15, 20))(ones), 1.0, rtol=1e-15)
+    np.testing.assert_allclose(augment.RandomResizedCrop((15, 20))(ones, rng), 1.0, rtol=1e-15)
     darker = augment.Compose([augment.Resize((15, 20))], padding_mode="fill")(ones)
-    assert darker[0, 0, 0, 0] < 1.0 and darker[0, 0, 7, 10] == 1.0
+    assert darker[0, 0, 0, 0] < 0.9 and abs(darker[0, 0, 7, 10] - 1.0) < 1e-15
     # a rotation in the same warp asks for fill: corners come from outside
     rot = augment.Compose([augment.Resize((15, 20)), augment.RandomRotation((45, 45))])(ones)
     assert rot[0, 0, 0, 0] == 0.0
