@@ -278,10 +278,11 @@ formula, the batch statistics depend on x); training=False: dx = w*invstd*dy. we
 
 Each element is dropped with probability p (0 <= p <= 1; p=1 drops everything and y = x * 0).
 mask (bool, shaped like x) marks the kept elements; pass it to dropout_backward. The mask is a
-pure function of (seed, element index): element i is dropped when the high 32 bits of the
-(i+1)-th output of SplitMix64 seeded with `seed` (0 <= seed < 2**64) are below round(p * 2**32).
-So it is identical for any thread count and SIMD level, and nnkern.reference.dropout reproduces
-it. out= may be x itself; mask_out= may be a bool or uint8 array.)doc");
+pure function of (seed, element index), 0 <= seed < 2**64: with the flat index
+i = block * 2**32 + c and (k0, k1) the low/high halves of SplitMix64 output number block+1 for
+state seed, element i is dropped when mix32(mix32(c + k0) ^ k1) < round(p * 2**32), mix32 being
+the 'lowbias32' 32-bit mixer. So the mask is identical for any thread count and SIMD level, and
+nnkern.reference.dropout reproduces it. out= may be x itself; mask_out= may be a bool or uint8 array.)doc");
 
   m.def(
       "dropout_backward",

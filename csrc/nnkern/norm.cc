@@ -488,28 +488,53 @@ void batch_norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, c
 
 namespace {
 
+// The keep/drop rule (documented in norm.h), written for 32-bit SIMD lanes so it vectorises on
+// every ISA level (AVX2 has no 64-bit multiply) and gives the same bits on all of them.
 constexpr std::uint64_t kSplitMixGamma = 0x9e3779b97f4a7c15ULL;
 
-// SplitMix64 output function (Steele, Lea, Flood 2014).
-NNK_INLINE std::uint64_t splitmix_mix(std::uint64_t z) {
+// SplitMix64 output function (Steele, Lea, Flood 2014): derives the per-call keys.
+inline std::uint64_t splitmix_mix(std::uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
 
+// A 32-bit bijective mixer with low avalanche bias ("lowbias32", C. Wellons' hash prospector).
+NNK_INLINE std::uint32_t mix32(std::uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// Random 32 bits of element c of a block: mix32(mix32(c + k0) ^ k1).
+NNK_INLINE std::uint32_t dropout_bits(std::uint32_t c, std::uint32_t k0, std::uint32_t k1) {
+  return mix32(mix32(c + k0) ^ k1);
+}
+
+// Elements [begin, end) of one 2^32-element block (the same keys throughout).
 template <class T>
-NNK_INLINE void dropout_range_body(T* y, std::uint8_t* mask, const T* x, index_t begin, index_t end,
-                                   std::uint64_t seed, std::uint64_t threshold, T scale) {
+NNK_INLINE void dropout_block_body(T* y, std::uint8_t* mask, const T* x, index_t begin, index_t end,
+                                   std::uint32_t k0, std::uint32_t k1, std::uint32_t threshold, T scale) {
+  const std::uint32_t c0 = static_cast<std::uint32_t>(begin);
+  const index_t len = end - begin;
+  T* yb = y + begin;
+  std::uint8_t* mb = mask + begin;
+  const T* xb = x + begin;
+  // bits >= threshold as a signed compare of sign-flipped values: AVX2 has no unsigned 32-bit
+  // compare, and without this GCC leaves the loop scalar (with a branch) below AVX-512.
+  const auto thr_signed = static_cast<std::int32_t>(threshold ^ 0x80000000U);
 #pragma omp simd
-  for (index_t i = begin; i < end; ++i) {
-    // The (i+1)-th SplitMix64 output for state `seed`; its high 32 bits decide.
-    const std::uint64_t r = splitmix_mix(seed + static_cast<std::uint64_t>(i + 1) * kSplitMixGamma) >> 32;
-    const bool keep = r >= threshold;
-    y[i] = x[i] * (keep ? scale : T(0));
-    mask[i] = keep ? 1 : 0;
+  for (index_t j = 0; j < len; ++j) {
+    const auto b = static_cast<std::int32_t>(dropout_bits(c0 + static_cast<std::uint32_t>(j), k0, k1) ^ 0x80000000U);
+    const std::int32_t keep = b >= thr_signed;
+    yb[j] = xb[j] * (keep ? scale : T(0));
+    mb[j] = static_cast<std::uint8_t>(keep);
   }
 }
-NNK_MULTIVERSION(dropout_range, dropout_range_body)
+NNK_MULTIVERSION(dropout_block, dropout_block_body)
 
 template <class T>
 NNK_INLINE void dropout_bwd_range_body(T* dx, const T* dy, const std::uint8_t* mask, index_t begin,
@@ -519,12 +544,24 @@ NNK_INLINE void dropout_bwd_range_body(T* dx, const T* dy, const std::uint8_t* m
 }
 NNK_MULTIVERSION(dropout_bwd_range, dropout_bwd_range_body)
 
+// Everything dropped (p == 1 up to 2^-33): y = x * 0 (NaN/Inf stay NaN, as torch).
+template <class T>
+NNK_INLINE void dropout_all_body(T* y, std::uint8_t* mask, const T* x, index_t begin, index_t end) {
+#pragma omp simd
+  for (index_t i = begin; i < end; ++i) {
+    y[i] = x[i] * T(0);
+    mask[i] = 0;
+  }
+}
+NNK_MULTIVERSION(dropout_all, dropout_all_body)
+
 template <class T>
 T dropout_scale(double p) {
-  return p >= 1.0 ? T(0) : static_cast<T>(1.0 / (1.0 - p));
+  return dropout_threshold(p) >= (std::uint64_t{1} << 32) ? T(0) : static_cast<T>(1.0 / (1.0 - p));
 }
 
 constexpr index_t kDropoutMinPerThread = 1 << 16;
+constexpr index_t kBlock = index_t{1} << 32;
 
 }  // namespace
 
@@ -534,12 +571,32 @@ std::uint64_t dropout_threshold(double p) {
   return static_cast<std::uint64_t>(std::llround(p * 4294967296.0));
 }
 
+void dropout_keys(std::uint64_t seed, std::uint64_t block, std::uint32_t* k0, std::uint32_t* k1) {
+  const std::uint64_t key = splitmix_mix(seed + (block + 1) * kSplitMixGamma);
+  *k0 = static_cast<std::uint32_t>(key);
+  *k1 = static_cast<std::uint32_t>(key >> 32);
+}
+
 template <class T>
 void dropout_forward(T* y, std::uint8_t* mask, const T* x, index_t n, double p, std::uint64_t seed) {
   const std::uint64_t thr = dropout_threshold(p);
   const T scale = dropout_scale<T>(p);
-  parallel_for(n, kDropoutMinPerThread,
-               [&](index_t b, index_t e) { dropout_range(y, mask, x, b, e, seed, thr, scale); });
+  if (thr >= (std::uint64_t{1} << 32)) {
+    parallel_for(n, kDropoutMinPerThread, [&](index_t b, index_t e) { dropout_all(y, mask, x, b, e); });
+    return;
+  }
+  const auto thr32 = static_cast<std::uint32_t>(thr);
+  parallel_for(n, kDropoutMinPerThread, [&](index_t b, index_t e) {
+    // Cut the range at 2^32-element block edges: each block has its own keys.
+    while (b < e) {
+      const index_t block = b / kBlock;
+      const index_t stop = std::min(e, (block + 1) * kBlock);
+      std::uint32_t k0, k1;
+      dropout_keys(seed, static_cast<std::uint64_t>(block), &k0, &k1);
+      dropout_block(y, mask, x, b, stop, k0, k1, thr32, scale);
+      b = stop;
+    }
+  });
 }
 
 template <class T>

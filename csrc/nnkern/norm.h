@@ -14,8 +14,8 @@
 // is computed in two passes per piece (mean, then squared deviations), combined with Chan's
 // formula, so it stays accurate when |mean| >> std.
 //
-// Dropout: inverted dropout; whether element i is kept is a pure function of (seed, i) (the
-// SplitMix64 sequence seeded with `seed`), so masks do not depend on threads or SIMD level.
+// Dropout: inverted dropout; whether element i is kept is a pure function of (seed, i) (a keyed
+// 32-bit hash of i), so masks do not depend on threads or SIMD level.
 #pragma once
 
 #include <cstdint>
@@ -59,11 +59,17 @@ void batch_norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, c
                          const T* save_mean, const T* save_invstd, index_t N, index_t C, index_t S,
                          bool training);
 
-// Dropout keep/drop rule: element i is dropped when the high 32 bits of the i-th SplitMix64
-// output for `seed` are below dropout_threshold(p) = round(p * 2^32) (so P(drop) = p up to 2^-32).
+// Dropout keep/drop rule: a pure function of (seed, element index i), so masks are identical
+// for any thread count and SIMD level. With i = block * 2^32 + c (c 32-bit),
+//   key = SplitMix64 output number block+1 for state `seed`, k0 = low 32 bits, k1 = high 32 bits
+//   bits = mix32(mix32(c + k0) ^ k1)    mix32: "lowbias32" (Wellons) 32-bit mixer, a bijection
+//   element i is dropped when bits < dropout_threshold(p) = round(p * 2^32)
+// so P(drop) = p up to 2^-32; thresholds of 2^32 (p >= 1 - 2^-33) drop everything.
 std::uint64_t dropout_threshold(double p);
+// k0, k1 of `block` (2^32 elements each) for `seed`.
+void dropout_keys(std::uint64_t seed, std::uint64_t block, std::uint32_t* k0, std::uint32_t* k1);
 
-// y = x * (keep ? scale : 0) and mask = keep (0 or 1), scale = 1/(1-p) (0 when p >= 1).
+// y = x * (keep ? scale : 0) and mask = keep (0 or 1), scale = 1/(1-p) (0 when all are dropped).
 // The product form propagates NaN/Inf from dropped elements as torch does.
 //   x, y, mask [n]; y may be x (exact alias).
 template <class T>

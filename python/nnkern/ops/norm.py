@@ -19,8 +19,9 @@ Dropout is inverted dropout with a counter-based mask::
     y, mask = nk.dropout(x, p, seed)          # mask: bool, True where kept; y = x * mask / (1 - p)
     dx = nk.dropout_backward(dy, mask, p)
 
-The mask is a pure function of ``(seed, element index)`` (SplitMix64), identical for any thread
-count; ``nnkern.reference.dropout`` reproduces it bit for bit.
+The mask is a pure function of ``(seed, element index)`` (a keyed 32-bit hash of the index, see
+``help(nk.dropout)``), identical for any thread count and SIMD level;
+``nnkern.reference.dropout`` reproduces it bit for bit.
 
 All reductions use a fixed partition combined in a fixed order: bitwise identical results for any
 number of threads.

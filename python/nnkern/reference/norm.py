@@ -3,7 +3,7 @@ affine-warp kernels in reference/embedding.py and reference/augment.py).
 
 Same signatures and maths as ``nk.batch_norm`` / ``nk.dropout`` ...: what a careful NumPy user
 would write (vectorised, in place where it helps). ``dropout`` reproduces the kernel's
-SplitMix64 mask exactly.
+counter-based mask exactly.
 """
 
 import numpy as np
@@ -13,7 +13,7 @@ from .augment import __all__ as _augment_all
 from .embedding import *  # noqa: F401,F403
 from .embedding import __all__ as _embedding_all
 
-__all__ = ["batch_norm", "batch_norm_backward", "dropout", "dropout_backward", "dropout_mask"] + \
+__all__ = ["batch_norm", "batch_norm_backward", "dropout", "dropout_backward", "dropout_mask", "dropout_keys"] + \
     _embedding_all + _augment_all
 
 
@@ -95,9 +95,29 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, *,
     return dx, dweight, dbias
 
 
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix_mix(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def dropout_keys(seed, block):
+    """(k0, k1): the two 32-bit keys of a 2**32-element block (see nk.dropout)."""
+    key = _splitmix_mix((seed + (block + 1) * 0x9E3779B97F4A7C15) & _MASK64)
+    return key & 0xFFFFFFFF, key >> 32
+
+
+def _mix32(x):
+    """lowbias32, in place on a uint32 array (multiplications wrap mod 2**32)."""
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> np.uint32(16)
+    return x
 
 
 def _threshold(p):
@@ -109,19 +129,22 @@ def _threshold(p):
 
 
 def dropout_mask(shape, p, seed):
-    """The kernel's keep-mask: element i (flat) is kept when the high 32 bits of the (i+1)-th
-    SplitMix64 output for state ``seed`` are >= round(p * 2**32)."""
+    """The kernel's keep-mask (True = kept): element i = block * 2**32 + c is dropped when
+    mix32(mix32(c + k0) ^ k1) < round(p * 2**32), with (k0, k1) = dropout_keys(seed, block)."""
     n = int(np.prod(shape, dtype=np.int64))
-    with np.errstate(over="ignore"):
-        z = np.arange(1, n + 1, dtype=np.uint64)
-        z *= _GAMMA
-        z += np.uint64(seed)
-        z ^= z >> np.uint64(30)
-        z *= _M1
-        z ^= z >> np.uint64(27)
-        z *= _M2
-        z ^= z >> np.uint64(31)
-    return ((z >> np.uint64(32)) >= np.uint64(_threshold(p))).reshape(shape)
+    thr = _threshold(p)
+    keep = np.zeros(n, dtype=bool)
+    if thr >= 1 << 32:
+        return keep.reshape(shape)
+    for start in range(0, n, 1 << 32):
+        k0, k1 = dropout_keys(int(seed), start >> 32)
+        c = np.arange(min(n - start, 1 << 32), dtype=np.uint32)
+        c += np.uint32(k0)
+        bits = _mix32(c)
+        bits ^= np.uint32(k1)
+        bits = _mix32(bits)
+        keep[start:start + bits.size] = bits >= np.uint32(thr)
+    return keep.reshape(shape)
 
 
 def dropout(x, p, seed, *, out=None, mask_out=None):
@@ -129,7 +152,7 @@ def dropout(x, p, seed, *, out=None, mask_out=None):
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0.0, 1.0], got {p!r}")
     mask = dropout_mask(x.shape, p, seed)
-    scale = x.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+    scale = x.dtype.type(0.0 if _threshold(p) >= 1 << 32 else 1.0 / (1.0 - p))
     y = np.multiply(x, np.where(mask, scale, x.dtype.type(0)), out=out)
     if mask_out is not None:
         mask_out[...] = mask
@@ -138,5 +161,5 @@ def dropout(x, p, seed, *, out=None, mask_out=None):
 
 
 def dropout_backward(dy, mask, p, *, out=None):
-    scale = dy.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+    scale = dy.dtype.type(0.0 if _threshold(p) >= 1 << 32 else 1.0 / (1.0 - p))
     return np.multiply(dy, np.where(mask, scale, dy.dtype.type(0)), out=out)
