@@ -97,6 +97,9 @@ py::array_t<T> affine_warp_impl(py::handle x_obj, py::handle mat_obj, py::handle
   }
   check_finite(fill, fn, "fill");
   const auto [Ho, Wo] = out_shape_arg(shape_obj, H, W, fn);
+  if (Ho >= (index_t{1} << 31) || Wo >= (index_t{1} << 31)) {
+    value_error(fn, "out_shape (", Ho, ", ", Wo, ") is too large (each side must be < 2**31)");
+  }
   py::array_t<double> A = matrices_arg(mat_obj, N, fn);
   if (normalized) normalised_to_pixel(A.mutable_data(), N, H, W, Ho, Wo);
   Buffers bufs(fn);

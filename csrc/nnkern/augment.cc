@@ -11,114 +11,183 @@
 namespace nnkern {
 namespace {
 
-// A row of output pixels resolved to input offsets and weights, shared by all channels.
-// A corner outside the image, or with weight exactly 0, has offset -1 and is not read (so
-// flips, crops and integer shifts copy pixels exactly, whatever their neighbours hold); the
-// weight of outside corners goes to `fillw` (the fill value's share).
+// Output pixels resolved to input offsets and weights, shared by all channels. A corner outside
+// the image, or with weight exactly 0, has offset -1 and is not used (so flips, crops and integer
+// shifts copy pixels exactly, whatever their neighbours hold); the weight of outside corners goes
+// to `fillv` (the fill value's share).
 template <class T>
-struct RowTable {
-  std::int32_t* off[4];
-  T* w[4];
-  T* fillv;  // fill * (weight of corners outside the image)
+struct Table {
+  std::int32_t *o0, *o1, *o2, *o3;
+  T *w0, *w1, *w2, *w3;
+  T* fillv;
 };
 
-template <class T>
-NNK_INLINE void bilinear_table(RowTable<T> tb, const double* a, double i, index_t H, index_t W,
-                               index_t Wo, T fill, bool border) {
-  const double bx = a[1] * i + a[2], by = a[4] * i + a[5];
-  const double dH = static_cast<double>(H), dW = static_cast<double>(W);
+template <class R>
+NNK_INLINE R clamp(R v, R lo, R hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+// Output rows of at most this many pixels form one unit of work (tables stay in L1/L2).
+constexpr index_t kBlockPixels = 2048;
+
+// Table rows are computed kRowPad-aligned: a row of Wo entries runs on to padded(Wo), spilling
+// harmless entries into the next row (computed after it, so overwritten) or into the table's
+// slack. Every vector loop over a row then has a multiple of the SIMD width as trip count and no
+// scalar remainder, which costs as much as the vector part for 28-pixel rows.
+constexpr index_t kRowPad = 16;
+inline index_t padded(index_t n) { return (n + kRowPad - 1) / kRowPad * kRowPad; }
+
+// 1 when 0 <= v < n, else 0 (no branch).
+NNK_INLINE std::int32_t in_range(std::int32_t v, std::int32_t n) {
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(v) < static_cast<std::uint32_t>(n));
+}
+
+// Table entries [t0, t0 + Wo) for output row i.
+//
+// Sample positions are computed in T (float32 like torch's grid for float input: 8 SIMD lanes
+// instead of 4, and no lane-width shuffles; integer-valued maps stay exact) from the row's
+// start position, which is computed in double.
+// The loop is written without ?: on computed values and with integer 0/1 masks: GCC
+// (-ftrapping-math) does not if-convert floating-point operations it has threaded into branches,
+// and the loop would stay scalar below AVX-512. floor() is a truncation of the positive ix + 4.
+template <class T, bool kFill>
+NNK_INLINE void bilinear_row(const Table<T>& tb, index_t t0, const double* a, double i, index_t H,
+                             index_t W, index_t count, T fill, bool border) {
+  const T bx = static_cast<T>(a[1] * i + a[2]), by = static_cast<T>(a[4] * i + a[5]);
+  const T ax = static_cast<T>(a[0]), ay = static_cast<T>(a[3]);
+  const T dH = static_cast<T>(H), dW = static_cast<T>(W);
+  // Clamp far-away positions to just outside the image (all 4 corners stay outside, and the
+  // int32 conversions cannot overflow), or into the image for padding_mode='border'.
+  const T lox = border ? T(0) : T(-2), hix = border ? dW - T(1) : dW + T(1);
+  const T loy = border ? T(0) : T(-2), hiy = border ? dH - T(1) : dH + T(1);
+  const auto w32 = static_cast<std::int32_t>(W), h32 = static_cast<std::int32_t>(H);
+  std::int32_t *o0 = tb.o0 + t0, *o1 = tb.o1 + t0, *o2 = tb.o2 + t0, *o3 = tb.o3 + t0;
+  T *w0 = tb.w0 + t0, *w1 = tb.w1 + t0, *w2 = tb.w2 + t0, *w3 = tb.w3 + t0, *fv = tb.fillv + t0;
 #pragma omp simd
-  for (index_t j = 0; j < Wo; ++j) {
-    double ix = a[0] * static_cast<double>(j) + bx;
-    double iy = a[3] * static_cast<double>(j) + by;
-    if (border) {
-      ix = std::min(std::max(ix, 0.0), dW - 1.0);
-      iy = std::min(std::max(iy, 0.0), dH - 1.0);
+  for (index_t j = 0; j < count; ++j) {
+    const T jd = static_cast<T>(static_cast<std::int32_t>(j));
+    const T ix = clamp(ax * jd + bx, lox, hix);
+    const T iy = clamp(ay * jd + by, loy, hiy);
+    const std::int32_t xi = static_cast<std::int32_t>(ix + T(4)) - 4;
+    const std::int32_t yi = static_cast<std::int32_t>(iy + T(4)) - 4;
+    const T fx = ix - static_cast<T>(xi), fy = iy - static_cast<T>(yi);
+    const std::int32_t ex0 = in_range(xi, w32), ex1 = in_range(xi + 1, w32);
+    const std::int32_t ey0 = in_range(yi, h32), ey1 = in_range(yi + 1, h32);
+    const T q00 = (T(1) - fx) * (T(1) - fy), q01 = fx * (T(1) - fy);
+    const T q10 = (T(1) - fx) * fy, q11 = fx * fy;
+    // e: the corner is inside the image; u: it is used (inside, with a nonzero weight)
+    const std::int32_t e00 = ex0 & ey0, e01 = ex1 & ey0, e10 = ex0 & ey1, e11 = ex1 & ey1;
+    const std::int32_t u00 = e00 & static_cast<std::int32_t>(q00 != T(0));
+    const std::int32_t u01 = e01 & static_cast<std::int32_t>(q01 != T(0));
+    const std::int32_t u10 = e10 & static_cast<std::int32_t>(q10 != T(0));
+    const std::int32_t u11 = e11 & static_cast<std::int32_t>(q11 != T(0));
+    const std::int32_t base = yi * w32 + xi;
+    o0[j] = ((base + 1) & -u00) - 1;  // base, or -1 when unused
+    o1[j] = ((base + 2) & -u01) - 1;
+    o2[j] = ((base + w32 + 1) & -u10) - 1;
+    o3[j] = ((base + w32 + 2) & -u11) - 1;
+    w0[j] = q00 * static_cast<T>(u00);
+    w1[j] = q01 * static_cast<T>(u01);
+    w2[j] = q10 * static_cast<T>(u10);
+    w3[j] = q11 * static_cast<T>(u11);
+    if (kFill) {
+      fv[j] = fill * (q00 * static_cast<T>(1 - e00) + q01 * static_cast<T>(1 - e01) +
+                      q10 * static_cast<T>(1 - e10) + q11 * static_cast<T>(1 - e11));
     }
-    // (-1, W) x (-1, H) is where some corner is inside; NaN coordinates fail the test too.
-    const bool inside = ix > -1.0 && ix < dW && iy > -1.0 && iy < dH;
-    const double cx = inside ? ix : -1.0, cy = inside ? iy : -1.0;
-    const double x0 = std::floor(cx), y0 = std::floor(cy);
-    const double fx = cx - x0, fy = cy - y0;
-    const double wgt[4] = {(1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy};
-    const bool vx0 = x0 >= 0.0, vx1 = x0 + 1.0 < dW, vy0 = y0 >= 0.0, vy1 = y0 + 1.0 < dH;
-    const bool valid[4] = {vx0 && vy0, vx1 && vy0, vx0 && vy1, vx1 && vy1};
-    const std::int32_t base = static_cast<std::int32_t>(y0) * static_cast<std::int32_t>(W) +
-                              static_cast<std::int32_t>(x0);
-    const std::int32_t delta[4] = {0, 1, static_cast<std::int32_t>(W), static_cast<std::int32_t>(W) + 1};
-    double outside = inside ? 0.0 : 1.0;
-    for (int k = 0; k < 4; ++k) {
-      const bool use = inside && valid[k] && wgt[k] != 0.0;
-      tb.off[k][j] = use ? base + delta[k] : -1;
-      tb.w[k][j] = use ? static_cast<T>(wgt[k]) : T(0);
-      outside += (inside && !valid[k]) ? wgt[k] : 0.0;
-    }
-    tb.fillv[j] = static_cast<T>(static_cast<double>(fill) * outside);
   }
 }
 
 template <class T>
-NNK_INLINE void nearest_table(std::int32_t* off, const double* a, double i, index_t H, index_t W,
-                              index_t Wo, bool border) {
-  const double bx = a[1] * i + a[2], by = a[4] * i + a[5];
-  const double dH = static_cast<double>(H), dW = static_cast<double>(W);
+NNK_INLINE void nearest_row(std::int32_t* off, const double* a, double i, index_t H, index_t W, index_t count,
+                            bool border) {
+  const T bx = static_cast<T>(a[1] * i + a[2]), by = static_cast<T>(a[4] * i + a[5]);
+  const T ax = static_cast<T>(a[0]), ay = static_cast<T>(a[3]);
+  const T dH = static_cast<T>(H), dW = static_cast<T>(W);
+  const T lox = border ? T(0) : T(-1), hix = border ? dW - T(1) : dW;
+  const T loy = border ? T(0) : T(-1), hiy = border ? dH - T(1) : dH;
+  const auto w32 = static_cast<std::int32_t>(W), h32 = static_cast<std::int32_t>(H);
 #pragma omp simd
-  for (index_t j = 0; j < Wo; ++j) {
+  for (index_t j = 0; j < count; ++j) {
+    const T jd = static_cast<T>(static_cast<std::int32_t>(j));
     // Round half to even, as torch's grid_sample(mode='nearest').
-    double ix = a[0] * static_cast<double>(j) + bx;
-    double iy = a[3] * static_cast<double>(j) + by;
-    if (border) {
-      ix = std::min(std::max(ix, 0.0), dW - 1.0);
-      iy = std::min(std::max(iy, 0.0), dH - 1.0);
-    }
-    const double rx = std::nearbyint(ix);
-    const double ry = std::nearbyint(iy);
-    const bool inside = rx >= 0.0 && rx < dW && ry >= 0.0 && ry < dH;
-    off[j] = inside ? static_cast<std::int32_t>(ry) * static_cast<std::int32_t>(W) + static_cast<std::int32_t>(rx)
-                    : -1;
+    const T rx = std::nearbyint(clamp(ax * jd + bx, lox, hix));
+    const T ry = std::nearbyint(clamp(ay * jd + by, loy, hiy));
+    const auto xi = static_cast<std::int32_t>(rx), yi = static_cast<std::int32_t>(ry);
+    const std::int32_t inside = in_range(xi, w32) & in_range(yi, h32);
+    off[j] = ((yi * w32 + xi + 1) & -inside) - 1;
   }
 }
 
-// Output rows [r0, r1) (r = n * Ho + i) for all channels.
+// One channel: out[t] = sum of w_k[t] * p[o_k[t]] over the used corners (+ fillv[t]).
+template <class T, bool kFill>
+NNK_INLINE void bilinear_gather(T* out, const T* p, const Table<T>& tb, index_t npix) {
+  const std::int32_t *o0 = tb.o0, *o1 = tb.o1, *o2 = tb.o2, *o3 = tb.o3;
+  const T *w0 = tb.w0, *w1 = tb.w1, *w2 = tb.w2, *w3 = tb.w3, *fv = tb.fillv;
+#pragma omp simd
+  for (index_t t = 0; t < npix; ++t) {
+    // Unused corners (offset -1) load p[0] (always valid) and are then replaced by 0, so no
+    // NaN/Inf there leaks in through a zero weight; the loads stay unconditional gathers.
+    const std::int32_t a0 = o0[t], a1 = o1[t], a2 = o2[t], a3 = o3[t];
+    const T r0 = p[a0 < 0 ? 0 : a0], r1 = p[a1 < 0 ? 0 : a1];
+    const T r2 = p[a2 < 0 ? 0 : a2], r3 = p[a3 < 0 ? 0 : a3];
+    const T v0 = a0 < 0 ? T(0) : r0, v1 = a1 < 0 ? T(0) : r1;
+    const T v2 = a2 < 0 ? T(0) : r2, v3 = a3 < 0 ? T(0) : r3;
+    const T acc = (w0[t] * v0 + w1[t] * v1) + (w2[t] * v2 + w3[t] * v3);
+    out[t] = kFill ? acc + fv[t] : acc;
+  }
+}
+
 template <class T>
-NNK_INLINE void warp_rows_body(T* y, const T* x, const double* A, index_t C, index_t H, index_t W,
-                               index_t Ho, index_t Wo, T fill, bool nearest, bool border, index_t r0,
-                               index_t r1, RowTable<T> tb) {
+NNK_INLINE void nearest_gather(T* out, const T* p, const std::int32_t* off, index_t npix, T fill) {
+#pragma omp simd
+  for (index_t t = 0; t < npix; ++t) {
+    const std::int32_t o = off[t];
+    const T v = p[o < 0 ? 0 : o];
+    out[t] = o < 0 ? fill : v;
+  }
+}
+
+template <class T, bool kFill>
+NNK_INLINE void bilinear_unit(T* yn, const T* xn, const double* a, index_t C, index_t H, index_t W,
+                              index_t Ho, index_t Wo, T fill, bool border, index_t r0, index_t r1,
+                              const Table<T>& tb) {
+  const index_t npix = (r1 - r0) * Wo;
+  for (index_t i = r0; i < r1; ++i) {
+    bilinear_row<T, kFill>(tb, (i - r0) * Wo, a, static_cast<double>(i), H, W, padded(Wo), fill, border);
+  }
+  for (index_t c = 0; c < C; ++c) bilinear_gather<T, kFill>(yn + c * Ho * Wo, xn + c * H * W, tb, npix);
+}
+
+// Work unit u: image n = u / blocks_per_image, output rows [r0, r1) of it, all channels.
+template <class T>
+NNK_INLINE void warp_units_body(T* y, const T* x, const double* A, index_t C, index_t H, index_t W,
+                                index_t Ho, index_t Wo, T fill, bool nearest, bool border,
+                                index_t rows_per_block, index_t blocks_per_image, index_t u0, index_t u1,
+                                Table<T> tb) {
   const index_t plane = H * W, oplane = Ho * Wo;
-  for (index_t r = r0; r < r1; ++r) {
-    const index_t n = r / Ho, i = r % Ho;
+  for (index_t u = u0; u < u1; ++u) {
+    const index_t n = u / blocks_per_image;
+    const index_t r0 = (u % blocks_per_image) * rows_per_block;
+    const index_t r1 = std::min(Ho, r0 + rows_per_block);
+    const index_t npix = (r1 - r0) * Wo;
     const double* a = A + n * 6;
     const T* xn = x + n * C * plane;
-    T* yr = y + n * C * oplane + i * Wo;
+    T* yn = y + n * C * oplane + r0 * Wo;
     if (nearest) {
-      nearest_table<T>(tb.off[0], a, static_cast<double>(i), H, W, Wo, border);
-      const std::int32_t* o = tb.off[0];
-      for (index_t c = 0; c < C; ++c) {
-        const T* p = xn + c * plane;
-        T* out = yr + c * oplane;
-#pragma omp simd
-        for (index_t j = 0; j < Wo; ++j) out[j] = o[j] >= 0 ? p[o[j]] : fill;
+      for (index_t i = r0; i < r1; ++i) {
+        nearest_row<T>(tb.o0 + (i - r0) * Wo, a, static_cast<double>(i), H, W, padded(Wo), border);
       }
-      continue;
-    }
-    bilinear_table<T>(tb, a, static_cast<double>(i), H, W, Wo, fill, border);
-    const std::int32_t *o0 = tb.off[0], *o1 = tb.off[1], *o2 = tb.off[2], *o3 = tb.off[3];
-    const T *w0 = tb.w[0], *w1 = tb.w[1], *w2 = tb.w[2], *w3 = tb.w[3], *fv = tb.fillv;
-    for (index_t c = 0; c < C; ++c) {
-      const T* p = xn + c * plane;
-      T* out = yr + c * oplane;
-#pragma omp simd
-      for (index_t j = 0; j < Wo; ++j) {
-        const T v0 = o0[j] >= 0 ? p[o0[j]] : T(0);
-        const T v1 = o1[j] >= 0 ? p[o1[j]] : T(0);
-        const T v2 = o2[j] >= 0 ? p[o2[j]] : T(0);
-        const T v3 = o3[j] >= 0 ? p[o3[j]] : T(0);
-        out[j] = ((w0[j] * v0 + w1[j] * v1) + (w2[j] * v2 + w3[j] * v3)) + fv[j];
-      }
+      for (index_t c = 0; c < C; ++c) nearest_gather(yn + c * oplane, xn + c * plane, tb.o0, npix, fill);
+    } else if (fill == T(0) || border) {
+      // (nothing comes from outside with border clamping)
+      bilinear_unit<T, false>(yn, xn, a, C, H, W, Ho, Wo, fill, border, r0, r1, tb);
+    } else {
+      bilinear_unit<T, true>(yn, xn, a, C, H, W, Ho, Wo, fill, border, r0, r1, tb);
     }
   }
 }
-NNK_MULTIVERSION(warp_rows, warp_rows_body)
+NNK_MULTIVERSION(warp_units, warp_units_body)
 
 }  // namespace
 
@@ -132,21 +201,20 @@ void affine_warp_forward(T* y, const T* x, const double* A, index_t N, index_t C
     std::fill(y, y + N * C * Ho * Wo, fill);
     return;
   }
-  const index_t rows = N * Ho;
+  const index_t rows_per_block = std::max<index_t>(1, std::min(Ho, kBlockPixels / Wo));
+  const index_t blocks_per_image = (Ho + rows_per_block - 1) / rows_per_block;
+  const index_t units = N * blocks_per_image;
+  const index_t pix_per_unit = rows_per_block * Wo;
   parallel_for(
-      rows, std::max<index_t>(1, 8192 / (Wo * C)),
+      units, std::max<index_t>(1, 16384 / (pix_per_unit * C)),
       [&](index_t b, index_t e) {
-        // Per-thread table: 4 offset arrays, 4 weight arrays and the fill share, Wo each.
-        const index_t wo_pad = (Wo + 15) / 16 * 16;
-        auto* offs = scratch<std::int32_t>(kScratch0, 4 * wo_pad);
-        T* ws = scratch<T>(kScratch1, 5 * wo_pad);
-        RowTable<T> tb;
-        for (int k = 0; k < 4; ++k) {
-          tb.off[k] = offs + k * wo_pad;
-          tb.w[k] = ws + k * wo_pad;
-        }
-        tb.fillv = ws + 4 * wo_pad;
-        warp_rows(y, x, A, C, H, W, Ho, Wo, fill, nearest, border, b, e, tb);
+        // Per-thread table: 4 offset arrays, 4 weight arrays and the fill share.
+        const index_t len = padded(pix_per_unit) + kRowPad;  // slack for the last row's padding
+        auto* offs = scratch<std::int32_t>(kScratch0, 4 * len);
+        T* ws = scratch<T>(kScratch1, 5 * len);
+        Table<T> tb{offs, offs + len, offs + 2 * len, offs + 3 * len,
+                    ws,   ws + len,   ws + 2 * len,   ws + 3 * len,   ws + 4 * len};
+        warp_units(y, x, A, C, H, W, Ho, Wo, fill, nearest, border, rows_per_block, blocks_per_image, b, e, tb);
       },
       1);
 }
