@@ -42,6 +42,70 @@ struct Moments {
 // ---------------------------------------------------------------------------------------------
 // Hot loops (NNK_MULTIVERSION: compiled per ISA level, called from parallel bodies).
 
+// Plane reductions: 16 accumulators (element i goes to lane i % 16), combined by a fixed tree.
+// One accumulator chain would be bound by the add latency; 16 give the vector units
+// independent chains (4 ymm / 2 zmm registers), and the result does not depend on the vector
+// width (only FMA contraction can differ between ISA levels).
+constexpr int kLanes = 16;
+
+NNK_INLINE double combine_lanes(double* acc) {
+  for (int w = kLanes / 2; w >= 1; w /= 2) {
+    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
+  }
+  return acc[0];
+}
+
+// sum(x[0..n)) in double.
+template <class T>
+NNK_INLINE double sum_lanes(const T* x, index_t n) {
+  double acc[kLanes] = {};
+  index_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) acc[k] += static_cast<double>(x[i + k]);
+  }
+  for (int k = 0; i < n; ++i, ++k) acc[k] += static_cast<double>(x[i]);
+  return combine_lanes(acc);
+}
+
+// sum((x - m)^2) in double.
+template <class T>
+NNK_INLINE double sum_sq_dev_lanes(const T* x, index_t n, double m) {
+  double acc[kLanes] = {};
+  index_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const double d = static_cast<double>(x[i + k]) - m;
+      acc[k] += d * d;
+    }
+  }
+  for (int k = 0; i < n; ++i, ++k) {
+    const double d = static_cast<double>(x[i]) - m;
+    acc[k] += d * d;
+  }
+  return combine_lanes(acc);
+}
+
+// sum(g) and sum(g * (x - m)) in double.
+template <class T>
+NNK_INLINE void dy_sums_lanes(const T* g, const T* x, index_t n, double m, double* sg, double* sgx) {
+  double a[kLanes] = {}, b[kLanes] = {};
+  index_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const double gk = static_cast<double>(g[i + k]);
+      a[k] += gk;
+      b[k] += gk * (static_cast<double>(x[i + k]) - m);
+    }
+  }
+  for (int k = 0; i < n; ++i, ++k) {
+    const double gk = static_cast<double>(g[i]);
+    a[k] += gk;
+    b[k] += gk * (static_cast<double>(x[i]) - m);
+  }
+  *sg = combine_lanes(a);
+  *sgx = combine_lanes(b);
+}
+
 // Mean and sum of squared deviations of planes [p0, p1), each S contiguous elements, in double.
 // Two passes per plane: the second re-reads the plane from cache.
 template <class T>
@@ -49,18 +113,9 @@ NNK_INLINE void planes_mean_m2_body(const T* x, index_t S, index_t p0, index_t p
                                     double* m2) {
   for (index_t p = p0; p < p1; ++p) {
     const T* xp = x + p * S;
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (index_t i = 0; i < S; ++i) s += static_cast<double>(xp[i]);
-    const double m = s / static_cast<double>(S);
-    double q = 0.0;
-#pragma omp simd reduction(+ : q)
-    for (index_t i = 0; i < S; ++i) {
-      const double d = static_cast<double>(xp[i]) - m;
-      q += d * d;
-    }
+    const double m = sum_lanes(xp, S) / static_cast<double>(S);
     mean[p] = m;
-    m2[p] = q;
+    m2[p] = sum_sq_dev_lanes(xp, S, m);
   }
 }
 NNK_MULTIVERSION(planes_mean_m2, planes_mean_m2_body)
@@ -96,18 +151,7 @@ template <class T>
 NNK_INLINE void planes_dy_sums_body(const T* dy, const T* x, const T* mean, index_t C, index_t S,
                                     index_t p0, index_t p1, double* sdy, double* sdyx) {
   for (index_t p = p0; p < p1; ++p) {
-    const T* g = dy + p * S;
-    const T* xp = x + p * S;
-    const double m = static_cast<double>(mean[p % C]);
-    double a = 0.0, b = 0.0;
-#pragma omp simd reduction(+ : a, b)
-    for (index_t i = 0; i < S; ++i) {
-      const double gi = static_cast<double>(g[i]);
-      a += gi;
-      b += gi * (static_cast<double>(xp[i]) - m);
-    }
-    sdy[p] = a;
-    sdyx[p] = b;
+    dy_sums_lanes(dy + p * S, x + p * S, S, static_cast<double>(mean[p % C]), sdy + p, sdyx + p);
   }
 }
 NNK_MULTIVERSION(planes_dy_sums, planes_dy_sums_body)
