@@ -7,9 +7,9 @@ import nnkern as nk
 from nnkern import reference as ref
 from conftest import assert_bitwise_equal, assert_close, nan_filled, num_threads, numerical_grad, requires_torch, torch
 
-# (N, C, *) shapes covering both reduction paths: tiles (S < 64: (N, C), small L / H*W) and
+# (N, C, *) shapes covering both reduction paths: tiles of 256 rows (S < 64: (N, C), small L / H*W) and
 # planes (S >= 64), batch 1, primes and sizes around the SIMD widths.
-SHAPES = [(2, 1), (3, 5), (7, 17), (64, 3), (65, 8), (129, 2), (2, 3, 1), (5, 2, 7), (4, 3, 63), (3, 2, 64),
+SHAPES = [(2, 1), (3, 5), (7, 17), (64, 3), (65, 8), (129, 2), (600, 5), (513, 3, 7), (2, 3, 1), (5, 2, 7), (4, 3, 63), (3, 2, 64),
           (2, 3, 65), (1, 2, 9, 9), (3, 4, 7, 9), (2, 3, 8, 8), (9, 2, 4, 17), (1, 1, 1, 2)]
 
 

@@ -17,9 +17,10 @@ namespace {
 // channel are combined in n order. Tile path (small S, e.g. (N, C) input): x is a matrix of N rows
 // and R = C*S columns cut into tiles of kTileRows x kTileCols; each tile yields one partial per
 // column (vectorised across columns), and a channel combines its columns' partials tile row by
-// tile row, column by column.
+// tile row, column by column. Scratch: 2 doubles per plane, or per column and tile row (at most
+// 1/16 resp. 1/64 of a float32 input's size).
 constexpr index_t kPlaneMinS = 64;
-constexpr index_t kTileRows = 64;
+constexpr index_t kTileRows = 256;
 constexpr index_t kTileCols = 256;
 // Elementwise and reduction passes give each thread at least this many elements.
 constexpr index_t kMinElemsPerThread = 32768;
