@@ -39,7 +39,8 @@ py::array_t<double> matrices_arg(py::handle obj, index_t N, const char* fn) {
   const bool shared = a.ndim() == 2 && a.shape(0) == 2 && a.shape(1) == 3;
   const bool per_image = a.ndim() == 3 && a.shape(0) == N && a.shape(1) == 2 && a.shape(2) == 3;
   if (!shared && !per_image) {
-    value_error(fn, "matrices has shape ", shape_str(a), ", expected (", N, ", 2, 3) (one 2x3 matrix per image) or (2, 3)");
+    value_error(fn, "matrices has shape ", shape_str(a), ", expected (", N,
+                ", 2, 3) (one 2x3 matrix per image) or (2, 3)");
   }
   auto m = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(a);
   if (!m) throw py::error_already_set();

@@ -85,15 +85,11 @@ py::array_t<T> embedding_backward_impl(py::handle dy_obj, py::handle idx_obj, lo
   const char* fn = "embedding_backward";
   py::array_t<T> dy = input<T>(dy_obj, fn, "dy");
   py::array_t<std::int64_t> idx = index_input(idx_obj, fn, "indices");
-  if (dy.ndim() != idx.ndim() + 1) {
-    value_error(fn, "dy has shape ", shape_str(dy), ", expected indices.shape + (embedding_dim,) with indices of shape ",
-                shape_str(idx));
-  }
-  for (py::ssize_t k = 0; k < idx.ndim(); ++k) {
-    if (dy.shape(k) != idx.shape(k)) {
-      value_error(fn, "dy has shape ", shape_str(dy), ", expected indices.shape + (embedding_dim,) with indices of shape ",
-                  shape_str(idx));
-    }
+  bool dy_ok = dy.ndim() == idx.ndim() + 1;
+  for (py::ssize_t k = 0; dy_ok && k < idx.ndim(); ++k) dy_ok = dy.shape(k) == idx.shape(k);
+  if (!dy_ok) {
+    value_error(fn, "dy has shape ", shape_str(dy),
+                ", expected indices.shape + (embedding_dim,) with indices of shape ", shape_str(idx));
   }
   const index_t D = dy.shape(dy.ndim() - 1);
   if (V < 0) value_error(fn, "num_embeddings must be >= 0, got ", V);

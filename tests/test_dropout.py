@@ -151,7 +151,8 @@ def test_errors():
     big = np.ones(8, np.float32)
     with pytest.raises(ValueError, match=r"dropout: out partially overlaps x"):
         nk.dropout(big[:4], 0.5, 1, out=big[2:6])
-    with pytest.raises(ValueError, match=r"dropout_backward: mask has shape \(3,\), expected \(4,\) \(the shape of dy\)"):
+    with pytest.raises(ValueError,
+                       match=r"dropout_backward: mask has shape \(3,\), expected \(4,\) \(the shape of dy\)"):
         nk.dropout_backward(x, np.ones(3, bool), 0.5)
     with pytest.raises(TypeError, match=r"dropout_backward: mask has dtype int64, expected bool or uint8"):
         nk.dropout_backward(x, np.ones(4, np.int64), 0.5)

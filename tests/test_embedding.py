@@ -127,7 +127,8 @@ def test_errors():
         nk.embedding(np.array([1.0]), w)
     with pytest.raises(ValueError, match=r"embedding: weight has 1 dims, expected 2 \(num_embeddings, embedding_dim\)"):
         nk.embedding(np.array([1]), np.ones(3, np.float32))
-    with pytest.raises(ValueError, match=r"embedding: padding_idx=10 must be in \[-num_embeddings, num_embeddings\) = \[-10, 10\)"):
+    with pytest.raises(ValueError,
+                       match=r"embedding: padding_idx=10 must be in \[-num_embeddings, num_embeddings\) = \[-10, 10\)"):
         nk.embedding(np.array([1]), w, 10)
     with pytest.raises(TypeError, match=r"embedding: padding_idx must be an int or None, got float"):
         nk.embedding(np.array([1]), w, 1.5)
@@ -136,10 +137,12 @@ def test_errors():
     with pytest.raises(ValueError, match=r"embedding: out shares memory with weight"):
         nk.embedding(np.array([1]), w, out=w[:1])
     dy = np.ones((2, 3), np.float32)
-    with pytest.raises(ValueError, match=r"embedding_backward: dy has shape \(2, 3\), expected indices.shape \+ \(embedding_dim,\) "
+    with pytest.raises(ValueError, match=r"embedding_backward: dy has shape \(2, 3\), expected indices.shape \+ "
+                                         r"\(embedding_dim,\) "
                                          r"with indices of shape \(3,\)"):
         nk.embedding_backward(dy, np.array([0, 1, 2]), 10)
-    with pytest.raises(ValueError, match=r"embedding_backward: indices\[1\] = 12 is out of range for num_embeddings=10"):
+    with pytest.raises(ValueError,
+                       match=r"embedding_backward: indices\[1\] = 12 is out of range for num_embeddings=10"):
         nk.embedding_backward(dy, np.array([0, 12]), 10)
     with pytest.raises(ValueError, match=r"embedding_backward: accumulate=True needs out="):
         nk.embedding_backward(dy, np.array([0, 1]), 10, accumulate=True)

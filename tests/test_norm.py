@@ -9,8 +9,8 @@ from conftest import assert_bitwise_equal, assert_close, nan_filled, num_threads
 
 # (N, C, *) shapes covering both reduction paths: tiles of 256 rows (S < 64: (N, C), small L / H*W) and
 # planes (S >= 64), batch 1, primes and sizes around the SIMD widths.
-SHAPES = [(2, 1), (3, 5), (7, 17), (64, 3), (65, 8), (129, 2), (600, 5), (513, 3, 7), (2, 3, 1), (5, 2, 7), (4, 3, 63), (3, 2, 64),
-          (2, 3, 65), (1, 2, 9, 9), (3, 4, 7, 9), (2, 3, 8, 8), (9, 2, 4, 17), (1, 1, 1, 2)]
+SHAPES = [(2, 1), (3, 5), (7, 17), (64, 3), (65, 8), (129, 2), (600, 5), (513, 3, 7), (2, 3, 1), (5, 2, 7),
+          (4, 3, 63), (3, 2, 64), (2, 3, 65), (1, 2, 9, 9), (3, 4, 7, 9), (2, 3, 8, 8), (9, 2, 4, 17), (1, 1, 1, 2)]
 
 
 def make(rng, shape, dtype, affine=True, offset=0.0):
@@ -259,7 +259,8 @@ def test_errors():
         nk.batch_norm(np.ones(3, np.float32), c32, c32)
     with pytest.raises(TypeError, match=r"batch_norm: x has dtype int64, expected float32 or float64"):
         nk.batch_norm(np.ones((4, 3), np.int64), c32, c32)
-    with pytest.raises(TypeError, match=r"batch_norm: running_mean has dtype float64, expected float32 \(the dtype of x\)"):
+    with pytest.raises(TypeError,
+                       match=r"batch_norm: running_mean has dtype float64, expected float32 \(the dtype of x\)"):
         nk.batch_norm(x, np.zeros(3), c32.copy(), training=True)
     with pytest.raises(ValueError, match=r"batch_norm: running_mean has shape \(4,\), expected \(3,\)"):
         nk.batch_norm(x, np.zeros(4, np.float32), c32.copy())
@@ -269,11 +270,13 @@ def test_errors():
         nk.batch_norm(x, None, None)
     with pytest.raises(ValueError, match=r"must both be arrays or both be None"):
         nk.batch_norm(x, c32.copy(), None, training=True)
-    with pytest.raises(ValueError, match=r"expected more than 1 value per channel when training, got x of shape \(1, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected more than 1 value per channel when training, got x of shape \(1, 3\)"):
         nk.batch_norm(np.ones((1, 3), np.float32), None, None, training=True)
     with pytest.raises(ValueError, match=r"batch_norm: momentum must be in \[0.0, 1.0\], got 1.5"):
         nk.batch_norm(x, c32.copy(), c32.copy(), training=True, momentum=1.5)
-    with pytest.raises(ValueError, match=r"momentum=None \(cumulative moving average\) is handled by the BatchNorm layers"):
+    with pytest.raises(ValueError,
+                       match=r"momentum=None \(cumulative moving average\) is handled by the BatchNorm layers"):
         nk.batch_norm(x, c32.copy(), c32.copy(), training=True, momentum=None)
     with pytest.raises(ValueError, match=r"batch_norm: eps must be a finite number >= 0, got nan"):
         nk.batch_norm(x, c32, c32, eps=float("nan"))
@@ -296,9 +299,11 @@ def test_errors():
         nk.batch_norm(big[:4], c32, c32, out=big[1:])
     with pytest.raises(ValueError, match=r"batch_norm: save_mean_out shares memory with x"):
         nk.batch_norm(x, c32, c32, save_mean_out=x[0])
-    with pytest.raises(ValueError, match=r"batch_norm_backward: x has shape \(4, 2\), expected \(4, 3\) \(the shape of dy\)"):
+    with pytest.raises(ValueError,
+                       match=r"batch_norm_backward: x has shape \(4, 2\), expected \(4, 3\) \(the shape of dy\)"):
         nk.batch_norm_backward(x, np.ones((4, 2), np.float32), None, c32, c32)
-    with pytest.raises(TypeError, match=r"batch_norm_backward: save_invstd has dtype float64, expected float32 \(the dtype of dy\)"):
+    with pytest.raises(TypeError, match=r"batch_norm_backward: save_invstd has dtype float64, expected float32 "
+                                        r"\(the dtype of dy\)"):
         nk.batch_norm_backward(x, x, None, c32, np.ones(3))
     with pytest.raises(ValueError, match=r"batch_norm_backward: save_mean has shape \(2,\), expected \(3,\)"):
         nk.batch_norm_backward(x, x, None, np.ones(2, np.float32), c32)

@@ -132,7 +132,8 @@ def test_layer_errors():
     bn = nk.nn.BatchNorm2d(3)
     with pytest.raises(ValueError, match=r"BatchNorm2d: input has shape \(2, 4, 5, 5\), expected \(N, 3, H, W\)"):
         bn(np.ones((2, 4, 5, 5), np.float32))
-    with pytest.raises(ValueError, match=r"BatchNorm1d: input has shape \(2, 4, 5, 5\), expected \(N, 3\) or \(N, 3, L\)"):
+    with pytest.raises(ValueError,
+                       match=r"BatchNorm1d: input has shape \(2, 4, 5, 5\), expected \(N, 3\) or \(N, 3, L\)"):
         nk.nn.BatchNorm1d(3)(np.ones((2, 4, 5, 5), np.float32))
     with pytest.raises(TypeError, match=r"BatchNorm2d: input has dtype float64, expected float32"):
         bn(np.ones((2, 3, 5, 5)))
