@@ -311,3 +311,24 @@ def test_resize_edges_clamp_unless_asked(rng):
     # a rotation in the same warp asks for fill: corners come from outside
     rot = augment.Compose([augment.Resize((15, 20)), augment.RandomRotation((45, 45))])(ones)
     assert rot[0, 0, 0, 0] == 0.0
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 12), w=st.integers(1, 12), ho=st.integers(1, 12),
+       wo=st.integers(1, 12), mode=st.sampled_from(["bilinear", "nearest"]),
+       padding_mode=st.sampled_from(["fill", "border"]), fill=st.floats(-2, 2), spread=st.floats(0, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_hypothesis_against_twin(n, c, h, w, ho, wo, mode, padding_mode, fill, spread, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w))
+    mats = np.eye(3)[:2] * rng.uniform(0.5, 2.0) + spread * rng.standard_normal((n, 2, 3))
+    kw = dict(mode=mode, padding_mode=padding_mode)
+    y = nk.affine_warp(x, mats, (ho, wo), fill, **kw)
+    ye = ref.affine_warp(x, mats, (ho, wo), fill, **kw)
+    if mode == "nearest":  # a position within rounding of a .5 may round either way
+        assert np.mean(np.isclose(y, ye, rtol=1e-12, atol=1e-12)) > 0.99
+    else:
+        np.testing.assert_allclose(y, ye, rtol=1e-10, atol=1e-10)

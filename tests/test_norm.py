@@ -309,3 +309,28 @@ def test_errors():
         nk.batch_norm_backward(x, x, None, np.ones(2, np.float32), c32)
     with pytest.raises(TypeError, match=r"batch_norm: x must be a numpy.ndarray, got list"):
         nk.batch_norm([[1.0, 2.0]], None, None, training=True)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 300), c=st.integers(1, 6), spatial=st.sampled_from([(), (1,), (5,), (63,), (64,), (3, 30)]),
+       affine=st.booleans(), training=st.booleans(), momentum=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1))
+def test_hypothesis_against_twin(n, c, spatial, affine, training, momentum, seed):
+    rng = np.random.default_rng(seed)
+    shape = (n, c) + spatial
+    x, w, b = make(rng, shape, np.float64, affine, offset=rng.uniform(-5, 5))
+    rm, rv = running(rng, c, np.float64)
+    rm2, rv2 = rm.copy(), rv.copy()
+    y, sm, si = nk.batch_norm(x, rm, rv, w, b, training=training, momentum=momentum)
+    ye, sme, sie = ref.batch_norm(x, rm2, rv2, w, b, training=training, momentum=momentum)
+    assert_close(y, ye, np.float64, 100)
+    assert_close(rm, rm2, np.float64, 10)
+    assert_close(rv, rv2, np.float64, 10)
+    dy = rng.standard_normal(shape)
+    dx, dw, db = nk.batch_norm_backward(dy, x, w, sm, si, training)
+    dxe, dwe, dbe = ref.batch_norm_backward(dy, x, w, sme, sie, training)
+    np.testing.assert_allclose(dx, dxe, rtol=0, atol=1e-11 * max(1.0, np.abs(dxe).max()))
+    assert_close(dw, dwe, np.float64, 1000)
+    assert_close(db, dbe, np.float64, 1000)
