@@ -332,3 +332,18 @@ def test_hypothesis_against_twin(n, c, h, w, ho, wo, mode, padding_mode, fill, s
         assert np.mean(np.isclose(y, ye, rtol=1e-12, atol=1e-12)) > 0.99
     else:
         np.testing.assert_allclose(y, ye, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_wide_rows_are_cut_into_segments(rng, mode):
+    # rows wider than the 2048-pixel work unit are processed in segments
+    x = rng.standard_normal((2, 2, 3, 3000)).astype(np.float32)
+    mats = np.array([[0.7, 0.01, 5.5], [0.0001, 1.0, 0.25]])
+    expected = ref.affine_warp(x, mats, (4, 4500), 1.5, mode=mode)
+    for t in (1, 2, 3):
+        with num_threads(t):
+            y = nk.affine_warp(x, mats, (4, 4500), 1.5, mode=mode, out=nan_filled((2, 2, 4, 4500), np.float32))
+            if mode == "bilinear":
+                assert_close(y, expected, np.float32, 10)
+            else:
+                assert np.mean(y == expected) > 0.999
