@@ -155,6 +155,12 @@ def test_errors():
         nk.affine_warp(x, m, (-1, 2))
     with pytest.raises(ValueError, match=r"affine_warp: out has shape \(2, 1, 4, 4\), expected \(2, 1, 3, 3\)"):
         nk.affine_warp(x, m, (3, 3), out=np.empty((2, 1, 4, 4), np.float32))
+    ro = np.empty((2, 1, 4, 4), np.float32)
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match=r"affine_warp: out is read-only"):
+        nk.affine_warp(x, m, out=ro)
+    with pytest.raises(TypeError, match=r"affine_warp: out has dtype float64, expected float32"):
+        nk.affine_warp(x, m, out=np.empty((2, 1, 4, 4)))
     with pytest.raises(ValueError, match=r"affine_warp: out shares memory with x"):
         nk.affine_warp(x, m, out=x)
 

@@ -134,6 +134,8 @@ def test_errors():
         nk.embedding(np.array([1]), w, 1.5)
     with pytest.raises(ValueError, match=r"embedding: out has shape \(2, 3\), expected \(1, 3\)"):
         nk.embedding(np.array([1]), w, out=np.empty((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"embedding: out must be C-contiguous"):
+        nk.embedding(np.array([1, 2]), w, out=np.empty((3, 2), np.float32).T)
     with pytest.raises(ValueError, match=r"embedding: out shares memory with weight"):
         nk.embedding(np.array([1]), w, out=w[:1])
     dy = np.ones((2, 3), np.float32)

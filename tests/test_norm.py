@@ -294,6 +294,12 @@ def test_errors():
         nk.batch_norm(x, c32, c32, out=np.empty((3, 4), np.float32))
     with pytest.raises(TypeError, match=r"batch_norm: out has dtype float64, expected float32"):
         nk.batch_norm(x, c32, c32, out=np.empty((4, 3)))
+    with pytest.raises(ValueError, match=r"batch_norm: out must be C-contiguous"):
+        nk.batch_norm(x, c32, c32, out=np.empty((3, 4), np.float32).T)
+    with pytest.raises(ValueError, match=r"batch_norm_backward: dweight_out is read-only"):
+        ro3 = np.empty(3, np.float32)
+        ro3.setflags(write=False)
+        nk.batch_norm_backward(x, x, None, c32, c32, dweight_out=ro3)
     big = np.ones((5, 3), np.float32)
     with pytest.raises(ValueError, match=r"batch_norm: out partially overlaps x"):
         nk.batch_norm(big[:4], c32, c32, out=big[1:])
