@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-FAMILIES = ["gemm", "optim", "act", "loss", "conv", "pool", "rnn", "train"]
+FAMILIES = ["gemm", "optim", "act", "loss", "conv", "pool", "rnn", "norm", "train"]
 
 
 @dataclasses.dataclass
