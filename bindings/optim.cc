@@ -98,7 +98,9 @@ void check_flag_buffer(bool used, py::handle buf, const char* fn, const char* na
 template <class T>
 class Arrays {
  public:
-  Arrays(const char* fn, bool multi) : fn_(fn), multi_(multi) {}
+  // `lead` names the argument whose first array fixes the dtype of the call ("p", "grads").
+  Arrays(const char* fn, bool multi, const char* lead = "p")
+      : fn_(fn), multi_(multi), dtype_from_(multi ? cat(lead, "[0]") : std::string(lead)) {}
 
   std::string name(const char* slot, size_t i) const {
     return multi_ ? cat(slot, "[", i, "]") : std::string(slot);
@@ -162,7 +164,7 @@ class Arrays {
     std::string name;
   };
 
-  const char* dtype_from() const { return multi_ ? "p[0]" : "p"; }
+  const char* dtype_from() const { return dtype_from_.c_str(); }
 
   void add(const py::array& a, const std::string& nm, bool written) {
     keep_.push_back(a);
@@ -184,6 +186,7 @@ class Arrays {
 
   const char* fn_;
   bool multi_;
+  std::string dtype_from_;
   std::vector<py::array> keep_;
   std::vector<Region> regions_;
 };
@@ -467,7 +470,7 @@ double clip_grad_norm_call(py::handle grads, double max_norm, double norm_type, 
   double total = 0.0;
   dispatch_float(gs[0], fn, "grads[0]", [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, true);
+    Arrays<T> arr(fn, true, "grads");
     std::vector<Span<T>> spans = inplace_grads<T>(fn, gs, arr);
     std::vector<Span<const T>> cspans(spans.size());
     for (size_t i = 0; i < spans.size(); ++i) cspans[i] = {spans[i].data, spans[i].n};
@@ -497,7 +500,7 @@ void clip_grad_value_call(py::handle grads, double clip_value) {
   if (gs.empty()) return;
   dispatch_float(gs[0], fn, "grads[0]", [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, true);
+    Arrays<T> arr(fn, true, "grads");
     std::vector<Span<T>> spans = inplace_grads<T>(fn, gs, arr);
     const T hi = static_cast<T>(clip_value);
     py::gil_scoped_release nogil;
