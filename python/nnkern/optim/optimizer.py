@@ -229,7 +229,8 @@ class Optimizer:
         if value is None:
             return None
         if key in self._array_keys or hasattr(value, "shape"):
-            arr = np.array(value, dtype=p.dtype, order="C", copy=True)
+            # asarray first: CPU tensors convert through __array__, which takes no copy= argument
+            arr = np.array(np.asarray(value), dtype=p.dtype, order="C", copy=True)
             if arr.shape != p.shape:
                 raise ValueError(f"load_state_dict: state[{index}][{key!r}] has shape {arr.shape}, expected "
                                  f"{p.shape} (the shape of its parameter)")
