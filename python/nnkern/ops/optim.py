@@ -66,7 +66,10 @@ def adam_step(p, g, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_de
         m  = lerp(m, g', 1 - beta1)                       (exp_avg)
         v  = beta2 * v + (1 - beta2) * g'**2              (exp_avg_sq)
         v_max = max(v_max, v); use v_max for v below     (amsgrad: max over the uncorrected v)
-        p  = p - lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)
+        p  = p - lr / (1 - beta1**step) * m / (sqrt(v) * (1 / sqrt(1 - beta2**step)) + eps)
+
+    (torch divides by ``sqrt(1 - beta2**step)``; multiplying by the reciprocal saves a division
+    per element and differs by at most an ulp of the denominator.)
 
     Args:
         p, g, m, v: parameter, gradient, first and second moment (same shape and dtype).

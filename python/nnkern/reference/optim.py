@@ -61,9 +61,9 @@ def adam_step(p, g, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_de
     if amsgrad:
         np.maximum(v_max, v, out=v_max)
         v = v_max
-    # p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+    # p -= lr / bc1 * m / (sqrt(v) * (1 / sqrt(bc2)) + eps)
     np.sqrt(v, out=s)
-    s /= math.sqrt(1 - beta2**step)
+    s *= 1 / math.sqrt(1 - beta2**step)
     s += eps
     np.divide(m, s, out=s)
     s *= lr / (1 - beta1**step)
