@@ -46,8 +46,16 @@ std::vector<py::handle> items_like(py::handle obj, const char* fn, const char* n
   return out;
 }
 
-// An integer >= 1 (bools and floats are refused: a step count is a whole number).
-index_t step_value(py::handle obj, const char* fn, const std::string& name) {
+// An integer >= 1 (bools and floats are refused: a step count is a whole number). `index` >= 0
+// names the entry of a per-tensor list of steps in errors.
+index_t step_value(py::handle obj, const char* fn, long index = -1) {
+  // Python ints in range: the common case, no name needed.
+  if (PyLong_CheckExact(obj.ptr())) {
+    int overflow = 0;
+    const long long s = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+    if (overflow == 0 && s >= 1) return static_cast<index_t>(s);
+  }
+  const std::string name = index < 0 ? std::string("step") : "step[" + std::to_string(index) + "]";
   if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr())) {
     type_error(fn, name, " must be an integer >= 1 (the 1-based number of this step), got ",
                py::repr(obj).cast<std::string>());
@@ -72,10 +80,10 @@ std::vector<index_t> steps_of(py::handle obj, const char* fn, bool multi, size_t
       value_error(fn, "step has ", seq.size(), " entries, expected ", count, " (one per array of p) or one integer");
     }
     std::vector<index_t> out(count);
-    for (size_t i = 0; i < count; ++i) out[i] = step_value(seq[i], fn, cat("step[", i, "]"));
+    for (size_t i = 0; i < count; ++i) out[i] = step_value(seq[i], fn, static_cast<long>(i));
     return out;
   }
-  return std::vector<index_t>(count, step_value(obj, fn, "step"));
+  return std::vector<index_t>(count, step_value(obj, fn));
 }
 
 void check_beta(double v, const char* fn, const char* name) {
@@ -95,34 +103,46 @@ void check_flag_buffer(bool used, py::handle buf, const char* fn, const char* na
 // ---------------------------------------------------------------------------------------------
 // Collects the arrays of one call: validates each, keeps it (and any input copy) alive, and
 // checks at the end that nothing written shares memory with anything else.
+//
+// Every array is first tested on a fast path (exact dtype object, flags, shape); only an array
+// that fails it goes through the arrays.h validators, with its name ("m", or "m[3]" in *_multi
+// calls), which then raise the documented error. Names are built only then: formatting them for
+// every array (std::ostringstream) cost more than the kernel for small tensors.
 template <class T>
 class Arrays {
  public:
   // `lead` names the argument whose first array fixes the dtype of the call ("p", "grads").
-  Arrays(const char* fn, bool multi, const char* lead = "p")
-      : fn_(fn), multi_(multi), dtype_from_(multi ? cat(lead, "[0]") : std::string(lead)) {}
+  // `count` arrays are expected (reserves the bookkeeping once).
+  Arrays(const char* fn, bool multi, size_t count, const char* lead = "p") : fn_(fn), multi_(multi), lead_(lead) {
+    keep_.reserve(count);
+    regions_.reserve(count);
+  }
 
   std::string name(const char* slot, size_t i) const {
-    return multi_ ? cat(slot, "[", i, "]") : std::string(slot);
+    return multi_ ? std::string(slot) + "[" + std::to_string(i) + "]" : std::string(slot);
   }
 
   // A buffer written in place. With `like` (the parameter), it must have its shape.
-  T* inplace(py::handle obj, const char* slot, size_t i, const py::array* like = nullptr,
-             const char* like_slot = "p") {
-    const std::string nm = name(slot, i);
-    py::array_t<T> a = bind::inplace<T>(obj, fn_, nm.c_str(), dtype_from());
-    if (like != nullptr) check_same_shape(*like, a, fn_, name(like_slot, i).c_str(), nm.c_str());
-    add(a, nm, true);
-    return a.mutable_data();
+  T* inplace(py::handle obj, const char* slot, size_t i, const py::array* like = nullptr) {
+    // (no default-constructed py::array: that allocates an empty numpy array)
+    py::array a = fast_array(obj, true)
+                            ? py::reinterpret_borrow<py::array>(obj)
+                            : py::array(bind::inplace<T>(obj, fn_, name(slot, i).c_str(), dtype_from().c_str()));
+    if (like != nullptr && !same_shape(*like, a)) {
+      check_same_shape(*like, a, fn_, name("p", i).c_str(), name(slot, i).c_str());
+    }
+    add(a, slot, i, true);
+    return static_cast<T*>(a.mutable_data());
   }
 
   // A read-only input of the call's dtype and the parameter's shape (copied once if strided).
   const T* input(py::handle obj, const char* slot, size_t i, const py::array& like) {
-    const std::string nm = name(slot, i);
-    py::array_t<T> a = bind::input<T>(obj, fn_, nm.c_str(), dtype_from());
-    check_same_shape(like, a, fn_, name("p", i).c_str(), nm.c_str());
-    add(a, nm, false);
-    return a.data();
+    const py::array a = fast_array(obj, false)
+                            ? py::reinterpret_borrow<py::array>(obj)
+                            : py::array(bind::input<T>(obj, fn_, name(slot, i).c_str(), dtype_from().c_str()));
+    if (!same_shape(like, a)) check_same_shape(like, a, fn_, name("p", i).c_str(), name(slot, i).c_str());
+    add(a, slot, i, false);
+    return static_cast<const T*>(a.data());
   }
 
   const py::array& last() const { return keep_.back(); }
@@ -161,32 +181,58 @@ class Arrays {
   struct Region {
     std::uintptr_t begin, end;
     bool written;
-    std::string name;
+    const char* slot;
+    size_t index;
   };
 
-  const char* dtype_from() const { return dtype_from_.c_str(); }
+  std::string dtype_from() const { return multi_ ? std::string(lead_) + "[0]" : std::string(lead_); }
 
-  void add(const py::array& a, const std::string& nm, bool written) {
-    keep_.push_back(a);
-    const auto b = reinterpret_cast<std::uintptr_t>(a.data());
-    regions_.push_back({b, b + static_cast<std::uintptr_t>(a.nbytes()), written, nm});
+  // True if `obj` is an ndarray of exactly dtype T, aligned and C-contiguous (and writeable if
+  // it is written): everything the validators would accept without a copy.
+  static bool fast_array(py::handle obj, bool written) {
+    if (!py::isinstance<py::array>(obj)) return false;
+    const auto a = py::reinterpret_borrow<py::array>(obj);
+    const auto flags = a.flags();
+    const int need = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                     (written ? py::detail::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
+    return (flags & need) == need && a.dtype().is(dtype_object());
   }
 
-  // Names the buffers in argument order (the earlier registered one first).
-  [[noreturn]] void fail(size_t written, size_t other) const {
-    const Region& a = regions_[std::min(written, other)];
-    const Region& b = regions_[std::max(written, other)];
-    if (regions_[written].written && regions_[other].written) {
-      value_error(fn_, a.name, " shares memory with ", b.name,
-                  " (in-place buffers must not overlap other arguments)");
+  // numpy's singleton descriptor for T; deliberately leaked, so no reference is released after
+  // the interpreter has shut down.
+  static const py::dtype& dtype_object() {
+    static const py::dtype* dt = new py::dtype(py::dtype::of<T>());
+    return *dt;
+  }
+
+  static bool same_shape(const py::array& a, const py::array& b) {
+    if (a.ndim() != b.ndim()) return false;
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+      if (a.shape(d) != b.shape(d)) return false;
     }
-    value_error(fn_, regions_[written].name, " shares memory with ", regions_[other].name,
+    return true;
+  }
+
+  void add(const py::array& a, const char* slot, size_t i, bool written) {
+    keep_.push_back(a);
+    const auto b = reinterpret_cast<std::uintptr_t>(a.data());
+    regions_.push_back({b, b + static_cast<std::uintptr_t>(a.nbytes()), written, slot, i});
+  }
+
+  std::string region_name(size_t k) const { return name(regions_[k].slot, regions_[k].index); }
+
+  // Names the buffers in argument order (the earlier registered one first) when both are
+  // written, else the written one first.
+  [[noreturn]] void fail(size_t written, size_t other) const {
+    size_t a = written, b = other;
+    if (regions_[written].written && regions_[other].written && other < written) std::swap(a, b);
+    value_error(fn_, region_name(a), " shares memory with ", region_name(b),
                 " (in-place buffers must not overlap other arguments)");
   }
 
   const char* fn_;
   bool multi_;
-  std::string dtype_from_;
+  const char* lead_;
   std::vector<py::array> keep_;
   std::vector<Region> regions_;
 };
@@ -231,7 +277,7 @@ void adam_call(const char* fn, bool multi, py::handle p, py::handle g, py::handl
   cfg.maximize = maximize;
   dispatch_on_first(ps, fn, multi, [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, multi);
+    Arrays<T> arr(fn, multi, 5 * k);
     std::vector<AdamTensor<T>> ts(k);
     for (size_t i = 0; i < k; ++i) {
       AdamTensor<T>& t = ts[i];
@@ -282,7 +328,7 @@ void sgd_call(const char* fn, bool multi, py::handle p, py::handle g, py::handle
   cfg.maximize = maximize;
   dispatch_on_first(ps, fn, multi, [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, multi);
+    Arrays<T> arr(fn, multi, 3 * k);
     std::vector<SgdTensor<T>> ts(k);
     for (size_t i = 0; i < k; ++i) {
       SgdTensor<T>& t = ts[i];
@@ -319,7 +365,7 @@ void adagrad_call(const char* fn, bool multi, py::handle p, py::handle g, py::ha
   cfg.maximize = maximize;
   dispatch_on_first(ps, fn, multi, [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, multi);
+    Arrays<T> arr(fn, multi, 3 * k);
     std::vector<AdagradTensor<T>> ts(k);
     for (size_t i = 0; i < k; ++i) {
       AdagradTensor<T>& t = ts[i];
@@ -365,7 +411,7 @@ void rmsprop_call(const char* fn, bool multi, py::handle p, py::handle g, py::ha
   cfg.maximize = maximize;
   dispatch_on_first(ps, fn, multi, [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, multi);
+    Arrays<T> arr(fn, multi, 5 * k);
     std::vector<RmspropTensor<T>> ts(k);
     for (size_t i = 0; i < k; ++i) {
       RmspropTensor<T>& t = ts[i];
@@ -404,7 +450,7 @@ void adadelta_call(const char* fn, bool multi, py::handle p, py::handle g, py::h
   cfg.maximize = maximize;
   dispatch_on_first(ps, fn, multi, [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, multi);
+    Arrays<T> arr(fn, multi, 4 * k);
     std::vector<AdadeltaTensor<T>> ts(k);
     for (size_t i = 0; i < k; ++i) {
       AdadeltaTensor<T>& t = ts[i];
@@ -439,7 +485,7 @@ double grad_norm_call(py::handle grads, double norm_type) {
     std::vector<py::array_t<T>> keep;
     std::vector<Span<const T>> spans;
     for (size_t i = 0; i < gs.size(); ++i) {
-      const std::string nm = cat("grads[", i, "]");
+      const std::string nm = "grads[" + std::to_string(i) + "]";
       keep.push_back(input<T>(gs[i], fn, nm.c_str(), "grads[0]"));
       spans.push_back({keep.back().data(), static_cast<index_t>(keep.back().size())});
     }
@@ -470,7 +516,7 @@ double clip_grad_norm_call(py::handle grads, double max_norm, double norm_type, 
   double total = 0.0;
   dispatch_float(gs[0], fn, "grads[0]", [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, true, "grads");
+    Arrays<T> arr(fn, true, gs.size(), "grads");
     std::vector<Span<T>> spans = inplace_grads<T>(fn, gs, arr);
     std::vector<Span<const T>> cspans(spans.size());
     for (size_t i = 0; i < spans.size(); ++i) cspans[i] = {spans[i].data, spans[i].n};
@@ -500,7 +546,7 @@ void clip_grad_value_call(py::handle grads, double clip_value) {
   if (gs.empty()) return;
   dispatch_float(gs[0], fn, "grads[0]", [&](auto tag) {
     using T = decltype(tag);
-    Arrays<T> arr(fn, true, "grads");
+    Arrays<T> arr(fn, true, gs.size(), "grads");
     std::vector<Span<T>> spans = inplace_grads<T>(fn, gs, arr);
     const T hi = static_cast<T>(clip_value);
     py::gil_scoped_release nogil;
