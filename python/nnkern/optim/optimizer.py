@@ -126,36 +126,67 @@ class Optimizer:
         loss = None
         if closure is not None:
             loss = closure()
+        state = self.state
         for gi, group in enumerate(self.param_groups):
-            by_dtype = {}
-            for j, p in enumerate(group["params"]):
+            params, grads, states, steps = [], [], [], []
+            for p in group["params"]:
                 g = p.grad
                 if g is None or not p.requires_grad:
                     continue
-                data = p.data
-                if not isinstance(g, np.ndarray) or g.shape != data.shape or g.dtype != data.dtype:
-                    raise ValueError(
-                        f"{type(self).__name__}.step: param_groups[{gi}]['params'][{j}] has a gradient of "
-                        f"{_describe(g)}, expected shape {data.shape} and dtype {data.dtype} like the parameter")
-                state = self.state.get(p)
-                if not state:
-                    state = self.state[p] = self._new_state(p, group)
-                lists = by_dtype.setdefault(data.dtype, ([], [], [], []))
-                lists[0].append(p)
-                lists[1].append(g)
-                lists[2].append(state)
-                lists[3].append(state.get("step", 0) + 1)
-            for params, grads, states, steps in by_dtype.values():
-                self._update(group, params, grads, states, steps)
-                for state, s in zip(states, steps):
-                    if "step" in state:
-                        state["step"] = s
+                st = state.get(p)
+                if not st:
+                    st = self._new_state(p, group)
+                    if st:  # (SGD creates its state in _update, on the first step with momentum)
+                        state[p] = st
+                params.append(p)
+                grads.append(g)
+                states.append(st)
+                steps.append(st.get("step", 0) + 1)
+            if params:
+                self._step_group(gi, group, params, grads, states, steps)
         return loss
 
+    def _step_group(self, gi, group, params, grads, states, steps):
+        # One kernel call for the whole group. The kernel validates everything before writing, so
+        # a failed call changed nothing: then either the group mixes float32 and float64
+        # parameters (one call per dtype instead) or a gradient is wrong (say which).
+        try:
+            self._apply(group, params, grads, states, steps)
+            return
+        except (TypeError, ValueError):
+            dtypes = {p.data.dtype for p in params}
+            if len(dtypes) == 1:
+                self._check_grads(gi, group)
+                raise
+        for dt in dtypes:
+            idx = [k for k, p in enumerate(params) if p.data.dtype == dt]
+            self._apply(group, [params[k] for k in idx], [grads[k] for k in idx], [states[k] for k in idx],
+                        [steps[k] for k in idx])
+
+    def _apply(self, group, params, grads, states, steps):
+        self._update(group, params, grads, states, steps)
+        for st, s in zip(states, steps):
+            if "step" in st:
+                st["step"] = s
+
+    def _check_grads(self, gi, group):
+        for j, p in enumerate(group["params"]):
+            g = p.grad
+            if g is None or not p.requires_grad:
+                continue
+            data = p.data
+            if not isinstance(g, np.ndarray) or g.shape != data.shape or g.dtype != data.dtype:
+                raise ValueError(
+                    f"{type(self).__name__}.step: param_groups[{gi}]['params'][{j}] has a gradient of "
+                    f"{_describe(g)}, expected shape {data.shape} and dtype {data.dtype} like the parameter")
+
     def _new_state(self, p, group):
+        """The initial state of parameter ``p`` (torch's keys and initial values)."""
         raise NotImplementedError
 
     def _update(self, group, params, grads, states, steps):
+        """One kernel call: ``params`` (Parameters of one dtype), their gradients, state dicts and
+        the 1-based numbers of the steps being taken."""
         raise NotImplementedError
 
     @staticmethod
@@ -281,38 +312,25 @@ class SGD(Optimizer):
                         maximize=maximize, foreach=extra["foreach"], differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            loss = closure()
-        for gi, group in enumerate(self.param_groups):
-            momentum = group["momentum"]
-            by_dtype = {}
-            for j, p in enumerate(group["params"]):
-                g = p.grad
-                if g is None or not p.requires_grad:
-                    continue
-                if not isinstance(g, np.ndarray) or g.shape != p.data.shape or g.dtype != p.data.dtype:
-                    raise ValueError(
-                        f"SGD.step: param_groups[{gi}]['params'][{j}] has a gradient of {_describe(g)}, expected "
-                        f"shape {p.data.shape} and dtype {p.data.dtype} like the parameter")
-                lists = by_dtype.setdefault(p.data.dtype, ([], [], [], [], []))
-                lists[0].append(p)
-                lists[1].append(g)
-                if momentum != 0:
-                    state = self.state.setdefault(p, {})
-                    buf = state.get("momentum_buffer")
-                    lists[2].append(np.empty_like(p.data) if buf is None else buf)
-                    lists[3].append(1 if buf is None else 2)
-                    lists[4].append(state)
-            for params, grads, bufs, steps, states in by_dtype.values():
-                kernels.sgd_step_multi([p.data for p in params], grads, bufs if momentum != 0 else None,
-                                       steps if momentum != 0 else None, lr=group["lr"], momentum=momentum,
-                                       dampening=group["dampening"], weight_decay=group["weight_decay"],
-                                       nesterov=group["nesterov"], maximize=group["maximize"])
-                for state, buf in zip(states, bufs):
-                    state["momentum_buffer"] = buf
-        return loss
+    def _new_state(self, p, group):
+        return {}
+
+    def _update(self, group, params, grads, states, steps):
+        momentum = group["momentum"]
+        bufs = first = None
+        if momentum != 0:
+            bufs, first = [], []
+            for p, st in zip(params, states):
+                buf = st.get("momentum_buffer")
+                first.append(1 if buf is None else 2)  # step 1: the kernel sets the buffer to the gradient
+                bufs.append(np.empty_like(p.data) if buf is None else buf)
+        kernels.sgd_step_multi([p.data for p in params], grads, bufs, first, lr=group["lr"], momentum=momentum,
+                               dampening=group["dampening"], weight_decay=group["weight_decay"],
+                               nesterov=group["nesterov"], maximize=group["maximize"])
+        if momentum != 0:
+            for p, st, buf in zip(params, states, bufs):
+                st["momentum_buffer"] = buf
+                self.state[p] = st
 
 
 class Adam(Optimizer):
