@@ -308,3 +308,16 @@ def test_nn_utils_single_parameter_mixed_dtypes_and_errors(rng):
         clip_grad_norm_([np.zeros(3)], 1.0)
     with pytest.raises(ValueError, match=r"max_norm must be >= 0"):
         clip_grad_norm_([a, b], -1.0)
+
+
+def test_clip_kernels_every_simd_level(simd_level, rng):
+    gs = grads_for(rng, np.float32, [(1,), (17,), (65,), (100_001,)], scale=2.0)
+    a, b = [g.copy() for g in gs], [g.copy() for g in gs]
+    np.testing.assert_allclose(nk.clip_grad_norm(a, 1.0), ref.clip_grad_norm(b, 1.0), rtol=1e-12)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+    a, b = [g.copy() for g in gs], [g.copy() for g in gs]
+    nk.clip_grad_value(a, 0.3)
+    ref.clip_grad_value(b, 0.3)
+    for x, y in zip(a, b):
+        assert_bitwise_equal(x, y)

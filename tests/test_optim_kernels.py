@@ -340,3 +340,13 @@ def test_hypothesis_vs_twin(name, cfg_index, sizes, dtype, threads, seed):
     with num_threads(threads):
         ours = run(nk, name, cfg, params, grads, multi=True)
     assert_runs_close(ours, run(ref, name, cfg, params, grads), dtype, scale=1.0 if dtype == np.float64 else 4.0)
+
+
+def test_public_names_and_twin_signatures():
+    import inspect
+
+    for name in nk.ops.optim.__all__:
+        ours = getattr(nk, name)
+        twin = getattr(ref, name)
+        params = [p for p in inspect.signature(twin).parameters.values() if p.name != "scratch"]
+        assert list(inspect.signature(ours).parameters.values()) == params, name
