@@ -16,6 +16,7 @@ would; ours converts back the same way (``step`` is a 0-d float32 array, like to
 
 import copy
 import warnings
+from collections import defaultdict
 from itertools import chain
 
 import numpy as np
@@ -54,7 +55,7 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         self.defaults = defaults
-        self.state = {}
+        self.state = defaultdict(dict)  # Parameter -> its state dict (as torch: missing keys read as {})
         self.param_groups = []
         if isinstance(params, (Parameter, np.ndarray)):
             raise TypeError("params argument given to the optimizer should be an iterable of Parameters or dicts, "
@@ -228,7 +229,7 @@ class Optimizer:
                              "optimizer's group")
         id_map = dict(zip(chain.from_iterable(s["params"] for s in saved_groups),
                           chain.from_iterable(g["params"] for g in groups)))
-        state = {}
+        state = defaultdict(dict)
         for k, v in state_dict["state"].items():
             if k in id_map:
                 p = id_map[k]
