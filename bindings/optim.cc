@@ -2,9 +2,11 @@
 // clipping. Python wrappers with the public signatures and docs are in python/nnkern/ops/optim.py.
 //
 // Checks, all before the GIL is released:
-//   * parameters and state buffers are in-place buffers (arrays.h inplace<T>: exact dtype,
-//     C-contiguous, aligned, writeable; never copied); gradients are read-only inputs of the same
-//     dtype (copied once if strided), except in clipping, which writes them;
+//   * parameters and state buffers are in-place buffers (the rules of arrays.h inplace<T>: exact
+//     dtype, C-contiguous, aligned, writeable; never copied); gradients are read-only inputs of
+//     the same dtype (arrays.h input<T>: copied once if strided), except in clipping, which writes
+//     them. Arrays that pass a quick test of those rules skip the helpers (see class Arrays);
+//     the others go through them and get their errors;
 //   * every buffer has the shape of its parameter;
 //   * no written buffer shares memory with any other argument (all tensors of a multi-tensor call
 //     included: two parameters that overlap would be updated twice);
