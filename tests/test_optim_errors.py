@@ -264,15 +264,11 @@ def test_multi_disjoint_views_of_one_arena_are_fine():
     np.testing.assert_array_equal(arena, -0.5)
 
 
-def test_many_tensors_overlap_check_is_fast():
-    # The overlap check sorts buffers (O(k log k)): 20k tiny tensors in one call stay cheap.
-    import time
-
-    k = 20_000
-    p = [np.zeros(2) for _ in range(k)]
-    g = [np.zeros(2) for _ in range(k)]
-    m = [np.zeros(2) for _ in range(k)]
-    v = [np.zeros(2) for _ in range(k)]
-    t0 = time.perf_counter()
-    nk.adam_step_multi(p, g, m, v, 1)
-    assert time.perf_counter() - t0 < 5.0  # a quadratic check would take minutes
+def test_many_tensors_in_one_call():
+    # Thousands of tiny tensors in one call (the overlap check sorts the buffers instead of
+    # comparing all pairs, which would be 10^8 comparisons here) and the result is right.
+    k = 5000
+    p = [np.full(2, float(i)) for i in range(k)]
+    g = [np.ones(2) for _ in range(k)]
+    nk.sgd_step_multi(p, g, lr=0.5)
+    np.testing.assert_array_equal(np.array(p)[:, 0], np.arange(k) - 0.5)
