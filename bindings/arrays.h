@@ -194,7 +194,8 @@ py::array_t<T> inplace(py::handle obj, const char* fn, const char* name,
                        const char* dtype_from = nullptr) {
   py::array a = require_ndarray(obj, fn, name);
   if (!has_dtype<T>(a) || !a.dtype().is(py::dtype::of<T>())) {
-    if (has_dtype<T>(a)) {
+    // Same kind and size but not equal: a byte-swapped (non-native) float array.
+    if (!has_dtype<T>(a) && a.dtype().kind() == 'f' && a.dtype().itemsize() == sizeof(T)) {
       type_error(fn, name, " has a non-native dtype ", dtype_str(a), "; in-place buffers must be native ",
                  dtype_name<T>(), " (they are never copied)");
     }

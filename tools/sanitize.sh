@@ -19,9 +19,11 @@ cmake -S . -B "$out/build" -G Ninja -DNNKERN_INPLACE=ON -DNNKERN_INPLACE_DIR="$(
 cmake --build "$out/build"
 asan=$(gcc -print-file-name=libasan.so)
 ubsan=$(gcc -print-file-name=libubsan.so)
+# libstdc++ preloaded too: otherwise ASan's interceptors can abort on the first C++ exception.
+stdcxx=$(gcc -print-file-name=libstdc++.so)
 [[ $# -eq 0 ]] && set -- tests -q -m "not slow" -p no:cacheprovider
 echo "== pytest under ASan/UBSan: $*"
-LD_PRELOAD="$asan $ubsan" \
+LD_PRELOAD="$asan $ubsan $stdcxx" \
 ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:strict_init_order=1:detect_stack_use_after_return=1" \
 UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1" \
 PYTHONPATH="$out/pkg" NNKERN_SANITIZED=1 "$PY" -m pytest "$@"
