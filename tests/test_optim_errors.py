@@ -107,7 +107,8 @@ def test_non_native_byte_order(name):
     buf = CALLS[name][0][1]
     args[buf] = args[buf].astype(">f8")
     expect_error(name, args, TypeError,
-                 rf"{buf} has dtype >f8, expected float64 \(the dtype of p\); in-place buffers are never converted")
+                 rf"{buf} has a non-native dtype >f8; in-place buffers must be native float64 "
+                 r"\(they are never copied\)")
     args = good_args(name)
     args["p"] = args["p"].astype(">f8")
     expect_error(name, args, TypeError, r"p has dtype >f8, expected float32 or float64")
