@@ -417,6 +417,8 @@ py::array_t<T> adaptive_avg_backward_impl(py::handle dy_obj, py::handle x_shape,
 }  // namespace
 
 void bind_pool(py::module_& m) {
+  m.def("_pool_force_wide_indices", &pool_force_wide_indices, py::arg("on"),
+        "Tests only: use the 64-bit index variants of the pooling kernels at any size.");
   m.def(
       "max_pool2d",
       [](py::object x, py::object kernel_size, py::object stride, py::object padding, py::object dilation,

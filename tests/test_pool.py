@@ -462,3 +462,31 @@ def test_overlapping_windows_accumulate_in_backward():
     assert (idx == 12).sum() == 9
     dx = nk.max_pool2d_backward(np.ones_like(y), idx, x.shape)
     assert dx[0, 0, 2, 2] == 9.0
+
+
+@pytest.fixture
+def wide_indices():
+    """The 64-bit index variants (used for planes whose index offsets exceed int32) on small inputs."""
+    nk._core._pool_force_wide_indices(True)
+    try:
+        yield
+    finally:
+        nk._core._pool_force_wide_indices(False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("args", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                  dict(kernel_size=(2, 3), stride=(1, 3), dilation=(2, 1), padding=(1, 1)),
+                                  dict(kernel_size=(19, 37)), "adaptive"])
+def test_wide_index_variants(wide_indices, args, dtype):
+    rng = np.random.default_rng(15)
+    x = np.round(rng.standard_normal((2, 3, 19, 37)) * 2).astype(dtype)  # ties
+    x[0, 1, 2, 3] = np.nan
+    if args == "adaptive":
+        y, idx = nk.adaptive_max_pool2d(x, (4, 1))
+        y_ref, i_ref = ref.adaptive_max_pool2d(x, (4, 1))
+    else:
+        y, idx = nk.max_pool2d(x, **args)
+        y_ref, i_ref = ref.max_pool2d(x, **args)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, i_ref)

@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "nnkern/parallel.h"
@@ -71,6 +73,8 @@ index_t pool_first_empty_window(index_t in, index_t out, index_t k, index_t s, i
 
 namespace {
 
+std::atomic<bool> g_force_wide_indices{false};
+
 // Planes per thread: at least this many input+output elements, so a parallel region (~1-5 us to
 // start) is only entered when each thread has tens of microseconds of work.
 constexpr index_t kMinElementsPerThread = 32768;
@@ -86,25 +90,41 @@ constexpr T neg_inf() {
   return -std::numeric_limits<T>::infinity();
 }
 
+// Vector bytes for the per-row helpers at the ISA level in use (see VecB below).
+inline int row_vector_bytes() {
+  switch (simd::level()) {
+    case simd::kAvx512: return 64;
+    case simd::kAvx2: return 32;
+    default: return 16;
+  }
+}
+
 // Everything about a fixed-window pooling call that does not depend on the plane: phase planes,
 // taps, flattened output. Built once per call by the calling thread, read by all threads.
 struct PoolPlan {
-  index_t Hq = 0, Wq = 0;  // phase plane rows / columns
+  index_t Hq = 0, Wq = 0;  // phase plane rows / columns (= flattened output row length)
   index_t L = 0;           // flattened outputs computed: (OH-1)*Wq + OW
   bool direct = false;     // stride 1 and no padding or overhang: read the input plane in place
   bool padded = false;     // some window reaches outside the input (padding or ceil_mode overhang)
+  bool compact = false;    // Wq > OW: flattened rows carry dropped columns, outputs are compacted
   index_t nh = 0, nw = 0;  // phases in use along H / W
-  index_t row_need = 0;    // padded columns [0, row_need) the column phases read
   std::vector<index_t> hphase, wphase;  // their values (r mod sH, c mod sW)
   std::vector<index_t> hslot, wslot;    // phase value -> slot (or -1), for values < map length
   std::vector<index_t> tap_src;         // per tap: element offset of its data in the phase planes
   std::vector<index_t> tap_index;       // per tap: kh*dH*W + kw*dW (flat input index offset)
+  std::vector<index_t> base;            // max only, per flat output: (oh*sH - pH)*W - pW + ow*sW
+  // Stride 2 with both column phases: where the even / odd input columns of a row land.
+  index_t even_slot = 0, odd_slot = 0;  // column phase slots receiving input columns 2m / 2m+1
+  index_t oe = 0, oo = 0;               // phase-row positions of input columns 0 and 1
+  index_t ne = 0, no = 0;               // even / odd input columns landing inside the Wq columns
+  int vb = 16;                          // vector bytes of the per-row helpers (row_vector_bytes)
   index_t plane_elems() const { return Hq * Wq; }
   index_t phase_elems() const { return nh * nw * Hq * Wq; }
 };
 
-PoolPlan make_plan(const Pool2dShape& s) {
+PoolPlan make_plan(const Pool2dShape& s, bool with_base) {
   PoolPlan pl;
+  pl.vb = row_vector_bytes();
   const index_t Hp = (s.OH - 1) * s.sH + (s.kH - 1) * s.dH + 1;  // padded extent the windows touch
   const index_t Wp = (s.OW - 1) * s.sW + (s.kW - 1) * s.dW + 1;
   pl.padded = s.pH > 0 || s.pW > 0 || Hp > s.H || Wp > s.W;
@@ -117,6 +137,7 @@ PoolPlan make_plan(const Pool2dShape& s) {
     pl.Wq = s.OW + (s.kW - 1) * s.dW / s.sW;
   }
   pl.L = (s.OH - 1) * pl.Wq + s.OW;
+  pl.compact = pl.Wq != s.OW;
   // Phases in use, in order of first use; maps cover every phase value an input row/column has.
   auto phases = [](index_t k, index_t d, index_t st, index_t map_len, std::vector<index_t>& vals,
                    std::vector<index_t>& slot, std::vector<index_t>& tap_slot) {
@@ -148,13 +169,30 @@ PoolPlan make_plan(const Pool2dShape& s) {
   }
   pl.nh = static_cast<index_t>(pl.hphase.size());
   pl.nw = static_cast<index_t>(pl.wphase.size());
-  pl.row_need = (pl.Wq - 1) * s.sW + *std::max_element(pl.wphase.begin(), pl.wphase.end()) + 1;
   for (index_t kh = 0; kh < s.kH; ++kh) {
     for (index_t kw = 0; kw < s.kW; ++kw) {
       const index_t plane = kh_slot[static_cast<size_t>(kh)] * pl.nw + kw_slot[static_cast<size_t>(kw)];
       const index_t off = (kh * s.dH / s.sH) * pl.Wq + kw * s.dW / s.sW;
       pl.tap_src.push_back(plane * pl.plane_elems() + off);
       pl.tap_index.push_back(kh * s.dH * s.W + kw * s.dW);
+    }
+  }
+  if (!pl.direct && s.sW == 2 && pl.nw == 2) {
+    // Input column c is padded column c + pW: phase (c + pW) & 1, position (c + pW) >> 1.
+    const index_t slot0 = pl.wphase[0] == 0 ? 0 : 1;  // slot of column phase 0
+    const bool even_to_0 = (s.pW & 1) == 0;
+    pl.even_slot = even_to_0 ? slot0 : 1 - slot0;
+    pl.odd_slot = even_to_0 ? 1 - slot0 : slot0;
+    pl.oe = std::min(s.pW >> 1, pl.Wq);
+    pl.oo = std::min((s.pW + 1) >> 1, pl.Wq);
+    pl.ne = std::max<index_t>(0, std::min((s.W + 1) / 2, pl.Wq - pl.oe));
+    pl.no = std::max<index_t>(0, std::min(s.W / 2, pl.Wq - pl.oo));
+  }
+  if (with_base) {
+    pl.base.resize(static_cast<size_t>(pl.L));
+    for (index_t P = 0; P < pl.L; ++P) {
+      const index_t oh = P / pl.Wq, ow = P % pl.Wq;
+      pl.base[static_cast<size_t>(P)] = (oh * s.sH - s.pH) * s.W - s.pW + ow * s.sW;
     }
   }
   return pl;
@@ -170,72 +208,155 @@ inline int fixed_taps(const Pool2dShape& s) {
 // ---------------------------------------------------------------------------------------------
 // Phase planes (inlined into the ISA-specific bodies)
 
-// One padded input row (input row `src`, or all `fill` when src is null) split into the used
-// column phases: dst_b[j] = padded[j*sW + wphase[b]] for j < Wq, where padded[c] = src[c - pW].
-// tmp: pl.row_need scratch for rows whose split would read outside [0, W).
+template <class T>
+NNK_INLINE void fill_n(T* NNK_RESTRICT d, index_t n, T v) {
+  if (n <= 0) return;
+  d[0] = v;  // most fills are one padding column: skip the vector loop's set-up for them
+  for (index_t j = 1; j < n; ++j) d[j] = v;
+}
+
+// Short per-row loops of the phase planes (rows are typically 8-32 elements, where an
+// auto-vectorised loop spends more on its run-time checks than on the work) use GCC vector
+// extensions of B bytes: B = 64 under AVX-512, 32 under AVX2, 16 otherwise (pl.vb; wider vectors
+// than the ISA has would be split and their shuffles lowered element by element). They are only
+// used inside inlined bodies and through pointers, never passed by value across calls.
+template <int B, class T>
+struct VecB {
+  typedef T V __attribute__((vector_size(B), aligned(sizeof(T)), may_alias));
+  typedef typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type E;
+  typedef E M __attribute__((vector_size(B)));
+  static constexpr index_t lanes = B / static_cast<index_t>(sizeof(T));
+};
+
+template <int B, class T, std::size_t... K>
+NNK_INLINE void deinterleave_chunk(T* de, T* dd, const T* src, std::index_sequence<K...>) {
+  using W = VecB<B, T>;
+  using V = typename W::V;
+  using E = typename W::E;
+  const typename W::M even = {static_cast<E>(2 * K)...};
+  const typename W::M odd = {static_cast<E>(2 * K + 1)...};
+  const V a = *reinterpret_cast<const V*>(src);
+  const V b = *reinterpret_cast<const V*>(src + W::lanes);
+  *reinterpret_cast<V*>(de) = __builtin_shuffle(a, b, even);
+  *reinterpret_cast<V*>(dd) = __builtin_shuffle(a, b, odd);
+}
+
+template <int B, class T, std::size_t... K>
+NNK_INLINE void interleave_chunk(T* out, const T* se, const T* so, std::index_sequence<K...>) {
+  using W = VecB<B, T>;
+  using V = typename W::V;
+  using E = typename W::E;
+  constexpr index_t L = W::lanes;
+  const typename W::M lo = {static_cast<E>(K / 2 + (K % 2) * L)...};
+  const typename W::M hi = {static_cast<E>(L / 2 + K / 2 + (K % 2) * L)...};
+  const V a = *reinterpret_cast<const V*>(se);
+  const V b = *reinterpret_cast<const V*>(so);
+  *reinterpret_cast<V*>(out) = __builtin_shuffle(a, b, lo);
+  *reinterpret_cast<V*>(out + L) = __builtin_shuffle(a, b, hi);
+}
+
+// de[m] = src[2m], dd[m] = src[2m+1] for m < n.
+template <int B, class T>
+NNK_INLINE void deinterleave2_b(T* de, T* dd, const T* src, index_t n) {
+  constexpr index_t L = VecB<B, T>::lanes;
+  index_t m = 0;
+  for (; m + L <= n; m += L) {
+    deinterleave_chunk<B>(de + m, dd + m, src + 2 * m, std::make_index_sequence<static_cast<std::size_t>(L)>());
+  }
+  for (; m < n; ++m) {
+    de[m] = src[2 * m];
+    dd[m] = src[2 * m + 1];
+  }
+}
+
+// out[2m] = se[m], out[2m+1] = so[m] for m < n.
+template <int B, class T>
+NNK_INLINE void interleave2_b(T* out, const T* se, const T* so, index_t n) {
+  constexpr index_t L = VecB<B, T>::lanes;
+  index_t m = 0;
+  for (; m + L <= n; m += L) {
+    interleave_chunk<B>(out + 2 * m, se + m, so + m, std::make_index_sequence<static_cast<std::size_t>(L)>());
+  }
+  for (; m < n; ++m) {
+    out[2 * m] = se[m];
+    out[2 * m + 1] = so[m];
+  }
+}
+
+// out[k] = in[k] for k < n: whole vectors, the last one overlapping (no scalar tail).
+template <int B, class T>
+NNK_INLINE void copy_row_b(T* out, const T* in, index_t n) {
+  using V = typename VecB<B, T>::V;
+  constexpr index_t L = VecB<B, T>::lanes;
+  if (n < L) {
+    for (index_t k = 0; k < n; ++k) out[k] = in[k];
+    return;
+  }
+  index_t k = 0;
+  for (; k + L <= n; k += L) *reinterpret_cast<V*>(out + k) = *reinterpret_cast<const V*>(in + k);
+  if (k < n) *reinterpret_cast<V*>(out + n - L) = *reinterpret_cast<const V*>(in + n - L);
+}
+
+template <class T>
+NNK_INLINE void deinterleave2(T* de, T* dd, const T* src, index_t n, int vb) {
+  if (vb == 64) deinterleave2_b<64>(de, dd, src, n);
+  else if (vb == 32) deinterleave2_b<32>(de, dd, src, n);
+  else deinterleave2_b<16>(de, dd, src, n);
+}
+
+template <class T>
+NNK_INLINE void interleave2(T* out, const T* se, const T* so, index_t n, int vb) {
+  if (vb == 64) interleave2_b<64>(out, se, so, n);
+  else if (vb == 32) interleave2_b<32>(out, se, so, n);
+  else interleave2_b<16>(out, se, so, n);
+}
+
+template <class T>
+NNK_INLINE void copy_row(T* out, const T* in, index_t n, int vb) {
+  if (vb == 64) copy_row_b<64>(out, in, n);
+  else if (vb == 32) copy_row_b<32>(out, in, n);
+  else copy_row_b<16>(out, in, n);
+}
+
+// One input row (src, or all padding when null) split into the used column phases of one phase
+// row: dst + b*pe is the row of column phase slot b.
 template <int SW, class T>
-NNK_INLINE void split_row(T* NNK_RESTRICT dst0, index_t dst_stride, const T* NNK_RESTRICT src, const Pool2dShape& s,
-                          const PoolPlan& pl, T* NNK_RESTRICT tmp, T fill) {
-  const index_t sw = SW > 0 ? SW : s.sW;
-  const index_t Wq = pl.Wq;
+NNK_INLINE void split_row(T* dst, index_t pe, const T* NNK_RESTRICT src, const Pool2dShape& s, const PoolPlan& pl,
+                          T fill) {
+  const index_t Wq = pl.Wq, W = s.W, pW = s.pW;
   if (src == nullptr) {
-    for (index_t b = 0; b < pl.nw; ++b) {
-      T* NNK_RESTRICT d = dst0 + b * dst_stride;
-      for (index_t j = 0; j < Wq; ++j) d[j] = fill;
-    }
+    for (index_t b = 0; b < pl.nw; ++b) fill_n(dst + b * pe, Wq, fill);
     return;
   }
-  if (sw == 1) {  // one phase: fill, copy, fill
-    T* NNK_RESTRICT d = dst0;
-    const index_t left = std::min(s.pW, Wq);
-    const index_t cols = std::max<index_t>(0, std::min(s.W, Wq - s.pW));
-    for (index_t j = 0; j < left; ++j) d[j] = fill;
-    for (index_t j = 0; j < cols; ++j) d[left + j] = src[j];
-    for (index_t j = left + cols; j < Wq; ++j) d[j] = fill;
+  if (SW == 1) {  // one phase: padding, the row, padding
+    const index_t left = std::min(pW, Wq);
+    const index_t cols = std::max<index_t>(0, std::min(W, Wq - pW));
+    fill_n(dst, left, fill);
+    copy_row(dst + left, src, cols, pl.vb);
+    fill_n(dst + left + cols, Wq - left - cols, fill);
     return;
   }
-  // Padded row as a pointer p with p[c] = padded[c] for c < row_need: the input row itself when
-  // that stays inside it, else a filled copy in tmp.
-  const index_t need = pl.row_need;
-  const T* row;
-  if (s.pW == 0 && need <= s.W) {
-    row = src;
-  } else {
-    const index_t left = std::min(s.pW, need);
-    const index_t cols = std::max<index_t>(0, std::min(s.W, need - s.pW));
-    for (index_t c = 0; c < left; ++c) tmp[c] = fill;
-    for (index_t c = 0; c < cols; ++c) tmp[left + c] = src[c];
-    for (index_t c = left + cols; c < need; ++c) tmp[c] = fill;
-    row = tmp;
-  }
-  if (SW == 2 && pl.nw == 2) {
-    // Both column phases: a full even/odd deinterleave (no gaps, so it vectorises cleanly).
-    T* NNK_RESTRICT d0 = dst0 + (pl.wphase[0] == 0 ? 0 : dst_stride);
-    T* NNK_RESTRICT d1 = dst0 + (pl.wphase[0] == 0 ? dst_stride : 0);
-    for (index_t j = 0; j < Wq; ++j) {
-      d0[j] = row[2 * j];
-      d1[j] = row[2 * j + 1];
-    }
-    return;
-  }
+  const index_t sw = SW > 0 ? SW : s.sW;
   for (index_t b = 0; b < pl.nw; ++b) {
-    T* NNK_RESTRICT d = dst0 + b * dst_stride;
-    const T* NNK_RESTRICT r = row + pl.wphase[static_cast<size_t>(b)];
-    for (index_t j = 0; j < Wq; ++j) d[j] = r[j * sw];
+    T* NNK_RESTRICT d = dst + b * pe;
+    const index_t c0 = pl.wphase[static_cast<size_t>(b)] - pW;
+    for (index_t j = 0; j < Wq; ++j) {
+      const index_t c = c0 + j * sw;
+      d[j] = (c >= 0 && c < W) ? src[c] : fill;
+    }
   }
 }
 
 // Phase planes of one input plane x [H,W] into Q [nh*nw][Hq][Wq].
 template <int SW, class T>
-NNK_INLINE void build_phases(T* NNK_RESTRICT Q, const T* NNK_RESTRICT x, const Pool2dShape& s, const PoolPlan& pl,
-                             T* NNK_RESTRICT tmp, T fill) {
-  const index_t pe = pl.plane_elems();
+NNK_INLINE void build_phases(T* Q, const T* NNK_RESTRICT x, const Pool2dShape& s, const PoolPlan& pl, T fill) {
+  const index_t pe = pl.plane_elems(), Hq = pl.Hq, Wq = pl.Wq, H = s.H, W = s.W, sH = s.sH, pH = s.pH;
   for (index_t a = 0; a < pl.nh; ++a) {
     const index_t qh = pl.hphase[static_cast<size_t>(a)];
-    for (index_t i = 0; i < pl.Hq; ++i) {
-      const index_t h = i * s.sH + qh - s.pH;
-      const T* src = (h >= 0 && h < s.H) ? x + h * s.W : nullptr;
-      split_row<SW>(Q + a * pl.nw * pe + i * pl.Wq, pe, src, s, pl, tmp, fill);
+    T* Qa = Q + a * pl.nw * pe;
+    for (index_t i = 0; i < Hq; ++i) {
+      const index_t h = i * sH + qh - pH;
+      split_row<SW>(Qa + i * Wq, pe, (h >= 0 && h < H) ? x + h * W : nullptr, s, pl, fill);
     }
   }
 }
@@ -243,54 +364,93 @@ NNK_INLINE void build_phases(T* NNK_RESTRICT Q, const T* NNK_RESTRICT x, const P
 // Inverse of build_phases for gradients: dx [H,W] from the phase planes G (elements no tap
 // reaches are 0).
 template <int SW, class T>
-NNK_INLINE void merge_phases(T* NNK_RESTRICT dx, const T* NNK_RESTRICT G, const Pool2dShape& s, const PoolPlan& pl) {
-  const index_t pe = pl.plane_elems();
-  const index_t sw = SW > 0 ? SW : s.sW;
+NNK_INLINE void merge_phases(T* NNK_RESTRICT dx, const T* G, const Pool2dShape& s, const PoolPlan& pl) {
+  const index_t pe = pl.plane_elems(), Wq = pl.Wq, W = s.W, pW = s.pW;
   for (index_t h = 0; h < s.H; ++h) {
-    T* NNK_RESTRICT out = dx + h * s.W;
+    T* NNK_RESTRICT out = dx + h * W;
     const index_t r = h + s.pH;
     const index_t qh = r % s.sH, i = r / s.sH;
     const index_t a = qh < static_cast<index_t>(pl.hslot.size()) ? pl.hslot[static_cast<size_t>(qh)] : -1;
     if (a < 0 || i >= pl.Hq) {
-      for (index_t w = 0; w < s.W; ++w) out[w] = 0;
+      fill_n(out, W, T(0));
       continue;
     }
-    const T* NNK_RESTRICT grow = G + a * pl.nw * pe + i * pl.Wq;
-    if (sw == 1) {
-      // padded column c = w + pW is phase-plane column c
-      const index_t cols = std::max<index_t>(0, std::min(s.W, pl.Wq - s.pW));
-      for (index_t w = 0; w < cols; ++w) out[w] = grow[w + s.pW];
-      for (index_t w = cols; w < s.W; ++w) out[w] = 0;
+    const T* grow = G + a * pl.nw * pe + i * Wq;
+    if (SW == 1) {  // padded column c = w + pW is phase-plane column c
+      const index_t cols = std::max<index_t>(0, std::min(W, Wq - pW));
+      copy_row(out, grow + pW, cols, pl.vb);
+      fill_n(out + cols, W - cols, T(0));
       continue;
     }
     if (SW == 2 && pl.nw == 2) {
-      // Interleave the two phase rows: padded columns 2j, 2j+1 are input columns 2j-pW, 2j+1-pW.
-      const T* NNK_RESTRICT g0 = grow + (pl.wphase[0] == 0 ? 0 : pe);
-      const T* NNK_RESTRICT g1 = grow + (pl.wphase[0] == 0 ? pe : 0);
-      const index_t pw = s.pW;
-      // j range where both columns are inside the input: 2j - pW >= 0 and 2j + 1 - pW < W.
-      const index_t jlo = (pw + 1) / 2;
-      const index_t jhi = std::max(jlo, std::min(pl.Wq, (s.W + pw) / 2));
-      for (index_t w = 0; w < s.W; ++w) out[w] = 0;
-      for (index_t j = jlo; j < jhi; ++j) {
-        out[2 * j - pw] = g0[j];
-        out[2 * j + 1 - pw] = g1[j];
-      }
-      for (index_t j = 0; j < pl.Wq; ++j) {  // edges
-        if (j >= jlo && j < jhi) continue;
-        const index_t w0 = 2 * j - pw, w1 = 2 * j + 1 - pw;
-        if (w0 >= 0 && w0 < s.W) out[w0] = g0[j];
-        if (w1 >= 0 && w1 < s.W) out[w1] = g1[j];
-      }
+      const T* ge = grow + pl.even_slot * pe + pl.oe;
+      const T* go = grow + pl.odd_slot * pe + pl.oo;
+      const index_t ne = pl.ne, no = pl.no, M = std::min(ne, no);
+      interleave2(out, ge, go, M, pl.vb);
+      for (index_t m = M; m < (W + 1) / 2; ++m) out[2 * m] = m < ne ? ge[m] : T(0);
+      for (index_t m = M; m < W / 2; ++m) out[2 * m + 1] = m < no ? go[m] : T(0);
       continue;
     }
-    for (index_t w = 0; w < s.W; ++w) {
-      const index_t c = w + s.pW;
+    const index_t sw = SW > 0 ? SW : s.sW;
+    for (index_t w = 0; w < W; ++w) {
+      const index_t c = w + pW;
       const index_t qw = c % sw, j = c / sw;
       const index_t b = qw < static_cast<index_t>(pl.wslot.size()) ? pl.wslot[static_cast<size_t>(qw)] : -1;
-      out[w] = (b >= 0 && j < pl.Wq) ? grow[b * pe + j] : T(0);
+      out[w] = (b >= 0 && j < Wq) ? grow[b * pe + j] : T(0);
     }
   }
+}
+
+// build_phases for stride 2 along W with both column phases in use (2x2 and 3x3 windows with
+// stride 2, the common case), with the per-row work reduced to one deinterleave where possible.
+template <class T>
+NNK_INLINE void build_phases_s2(T* Q, const T* NNK_RESTRICT x, const Pool2dShape& s, const PoolPlan& pl, T fill) {
+  const index_t pe = pl.plane_elems(), Hq = pl.Hq, Wq = pl.Wq, H = s.H, W = s.W, sH = s.sH, pH = s.pH;
+  const index_t oe = pl.oe, oo = pl.oo, ne = pl.ne, no = pl.no, M = std::min(ne, no);
+  const int vb = pl.vb;
+  // Rows whose even/odd input columns fill the two phase rows exactly (no padding columns).
+  const bool plain = oe == 0 && oo == 0 && ne == Wq && no == Wq;
+  for (index_t a = 0; a < pl.nh; ++a) {
+    const index_t qh = pl.hphase[static_cast<size_t>(a)];
+    T* Qe = Q + (a * pl.nw + pl.even_slot) * pe;
+    T* Qo = Q + (a * pl.nw + pl.odd_slot) * pe;
+    for (index_t i = 0; i < Hq; ++i) {
+      const index_t h = i * sH + qh - pH;
+      T* re = Qe + i * Wq;
+      T* ro = Qo + i * Wq;
+      if (h < 0 || h >= H) {
+        fill_n(re, Wq, fill);
+        fill_n(ro, Wq, fill);
+        continue;
+      }
+      const T* src = x + h * W;
+      if (plain) {
+        deinterleave2(re, ro, src, Wq, vb);
+        continue;
+      }
+      if (oe > 0) fill_n(re, oe, fill);
+      if (oo > 0) fill_n(ro, oo, fill);
+      deinterleave2(re + oe, ro + oo, src, M, vb);
+      for (index_t m = M; m < ne; ++m) re[oe + m] = src[2 * m];
+      for (index_t m = M; m < no; ++m) ro[oo + m] = src[2 * m + 1];
+      if (oe + ne < Wq) fill_n(re + oe + ne, Wq - oe - ne, fill);
+      if (oo + no < Wq) fill_n(ro + oo + no, Wq - oo - no, fill);
+    }
+  }
+}
+
+template <class T>
+NNK_INLINE void build_phases_any(T* Q, const T* x, const Pool2dShape& s, const PoolPlan& pl, T fill) {
+  if (s.sW == 1) build_phases<1>(Q, x, s, pl, fill);
+  else if (s.sW == 2 && pl.nw == 2) build_phases_s2(Q, x, s, pl, fill);
+  else if (s.sW == 2) build_phases<2>(Q, x, s, pl, fill);
+  else build_phases<0>(Q, x, s, pl, fill);
+}
+
+// Copies the first OW of every Wq-long flattened row (compaction of the dropped columns).
+template <class T>
+NNK_INLINE void compact_rows(T* out, const T* flat, index_t OH, index_t OW, index_t Wq, int vb) {
+  for (index_t oh = 0; oh < OH; ++oh) copy_row(out + oh * OW, flat + oh * Wq, OW, vb);
 }
 
 // torch's scalar max loop for one window of one plane.
@@ -321,9 +481,11 @@ NNK_INLINE void max_window_exact(T* y, index_t* idx, const T* NNK_RESTRICT x, co
 // ---------------------------------------------------------------------------------------------
 // Max forward
 
-// Flattened outputs P in [0, L): vals[P] = window max, toff[P] = winning tap's index offset.
+// Flattened outputs P in [0, L): yv[P] = window max, iv[P] = its flat input index. The winning
+// tap's index offset is tracked as I (int32 while it fits: the same lane count as float) and
+// added to the per-position base at the end.
 template <int KH, int KW, class T, class I>
-NNK_INLINE void max_flat_fixed(T* NNK_RESTRICT vals, I* NNK_RESTRICT toff, const T* src, const PoolPlan& pl) {
+NNK_INLINE void max_flat_fixed(T* NNK_RESTRICT yv, index_t* NNK_RESTRICT iv, const T* src, const PoolPlan& pl, I) {
   constexpr int K = KH * KW;
   const T* tp[K];
   I to[K];
@@ -331,6 +493,7 @@ NNK_INLINE void max_flat_fixed(T* NNK_RESTRICT vals, I* NNK_RESTRICT toff, const
     tp[t] = src + pl.tap_src[static_cast<size_t>(t)];
     to[t] = static_cast<I>(pl.tap_index[static_cast<size_t>(t)]);
   }
+  const index_t* NNK_RESTRICT base = pl.base.data();
   const index_t L = pl.L;
 #pragma GCC ivdep
   for (index_t P = 0; P < L; ++P) {
@@ -343,20 +506,22 @@ NNK_INLINE void max_flat_fixed(T* NNK_RESTRICT vals, I* NNK_RESTRICT toff, const
       best = take ? v : best;
       besti = take ? to[t] : besti;
     }
-    vals[P] = best;
-    toff[P] = besti;
+    yv[P] = best;
+    iv[P] = base[P] + static_cast<index_t>(besti);
   }
 }
 
+// Any window: one vectorised pass per tap over the flattened outputs (toff: L scratch).
 template <class T, class I>
-NNK_INLINE void max_flat_generic(T* NNK_RESTRICT vals, I* NNK_RESTRICT toff, const T* src, const PoolPlan& pl) {
+NNK_INLINE void max_flat_generic(T* NNK_RESTRICT yv, index_t* NNK_RESTRICT iv, I* NNK_RESTRICT toff, const T* src,
+                                 const PoolPlan& pl) {
   const index_t L = pl.L;
   const index_t K = static_cast<index_t>(pl.tap_src.size());
   {
     const T* NNK_RESTRICT t0 = src + pl.tap_src[0];
     const I o0 = static_cast<I>(pl.tap_index[0]);
     for (index_t P = 0; P < L; ++P) {
-      vals[P] = t0[P];
+      yv[P] = t0[P];
       toff[P] = o0;
     }
   }
@@ -365,57 +530,49 @@ NNK_INLINE void max_flat_generic(T* NNK_RESTRICT vals, I* NNK_RESTRICT toff, con
     const I ot = static_cast<I>(pl.tap_index[static_cast<size_t>(t)]);
     for (index_t P = 0; P < L; ++P) {
       const T v = tt[P];
-      const T b = vals[P];
+      const T b = yv[P];
       const bool take = (v > b) | (v != v);
-      vals[P] = take ? v : b;
+      yv[P] = take ? v : b;
       toff[P] = take ? ot : toff[P];
     }
   }
+  const index_t* NNK_RESTRICT base = pl.base.data();
+  for (index_t P = 0; P < L; ++P) iv[P] = base[P] + static_cast<index_t>(toff[P]);
 }
 
-// Planes [p0, p1). Scratch: Q (phase planes), vals/toff (L each), tmp (sW*Wq).
+// Planes [p0, p1). Scratch: Q (phase planes), yflat/iflat (L each, when compacting), toff (L).
 template <class T, class I>
 NNK_INLINE void max_pool_planes(T* y, index_t* idx, const T* x, const Pool2dShape* sp, const PoolPlan* plp,
-                                index_t p0, index_t p1, T* Q, T* vals, I* toff, T* tmp, int taps) {
+                                index_t p0, index_t p1, T* Q, T* yflat, index_t* iflat, I* toff, int taps) {
   const Pool2dShape& s = *sp;
   const PoolPlan& pl = *plp;
   const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   for (index_t p = p0; p < p1; ++p) {
     const T* xpl = x + p * in_plane;
-    T* NNK_RESTRICT ypl = y + p * out_plane;
-    index_t* NNK_RESTRICT ipl = idx + p * out_plane;
+    T* ypl = y + p * out_plane;
+    index_t* ipl = idx + p * out_plane;
     const T* src = xpl;
     if (!pl.direct) {
-      if (s.sW == 1) build_phases<1>(Q, xpl, s, pl, tmp, neg_inf<T>());
-      else if (s.sW == 2) build_phases<2>(Q, xpl, s, pl, tmp, neg_inf<T>());
-      else build_phases<0>(Q, xpl, s, pl, tmp, neg_inf<T>());
+      build_phases_any(Q, xpl, s, pl, neg_inf<T>());
       src = Q;
     }
-    if (taps == 2) max_flat_fixed<2, 2>(vals, toff, src, pl);
-    else if (taps == 3) max_flat_fixed<3, 3>(vals, toff, src, pl);
-    else max_flat_generic(vals, toff, src, pl);
-    // Store rows: flat index = (oh*sH - pH)*W + ow*sW - pW + tap offset. (Sizes are copied to
-    // locals: stores through the int64 index pointer could otherwise alias the shape struct.)
-    const index_t OH = s.OH, OW = s.OW, Wq = pl.Wq, W = s.W, sH = s.sH, sW = s.sW, pH = s.pH, pW = s.pW;
-    for (index_t oh = 0; oh < OH; ++oh) {
-      const T* NNK_RESTRICT vr = vals + oh * Wq;
-      const I* NNK_RESTRICT tr = toff + oh * Wq;
-      T* NNK_RESTRICT yr = ypl + oh * OW;
-      index_t* NNK_RESTRICT ir = ipl + oh * OW;
-      const index_t base = (oh * sH - pH) * W - pW;
-      for (index_t ow = 0; ow < OW; ++ow) {
-        yr[ow] = vr[ow];
-        ir[ow] = base + ow * sW + static_cast<index_t>(tr[ow]);
-      }
+    T* yv = pl.compact ? yflat : ypl;
+    index_t* iv = pl.compact ? iflat : ipl;
+    if (taps == 2) max_flat_fixed<2, 2>(yv, iv, src, pl, I{});
+    else if (taps == 3) max_flat_fixed<3, 3>(yv, iv, src, pl, I{});
+    else max_flat_generic(yv, iv, toff, src, pl);
+    if (pl.compact) {
+      compact_rows(ypl, yflat, s.OH, s.OW, pl.Wq, pl.vb);
+      compact_rows(ipl, iflat, s.OH, s.OW, pl.Wq, pl.vb);
     }
     if (pl.padded) {
       // A padding element can only have won where the result is -inf: redo those windows exactly.
       int any = 0;
       for (index_t o = 0; o < out_plane; ++o) any |= static_cast<int>(ypl[o] == neg_inf<T>());
       if (any) {
-        for (index_t oh = 0; oh < OH; ++oh) {
-          for (index_t ow = 0; ow < OW; ++ow) {
-            const index_t o = oh * OW + ow;
+        for (index_t oh = 0; oh < s.OH; ++oh) {
+          for (index_t ow = 0; ow < s.OW; ++ow) {
+            const index_t o = oh * s.OW + ow;
             if (ypl[o] == neg_inf<T>()) max_window_exact(ypl + o, ipl + o, xpl, s, oh, ow);
           }
         }
@@ -429,7 +586,7 @@ NNK_MULTIVERSION(max_pool_planes_mv, max_pool_planes)
 // Avg forward
 
 template <int KH, int KW, class T>
-NNK_INLINE void sum_flat_fixed(T* NNK_RESTRICT sums, const T* src, const PoolPlan& pl) {
+NNK_INLINE void avg_flat_fixed(T* NNK_RESTRICT yv, const T* src, const T* NNK_RESTRICT inv, const PoolPlan& pl) {
   constexpr int K = KH * KW;
   const T* tp[K];
   for (int t = 0; t < K; ++t) tp[t] = src + pl.tap_src[static_cast<size_t>(t)];
@@ -439,71 +596,68 @@ NNK_INLINE void sum_flat_fixed(T* NNK_RESTRICT sums, const T* src, const PoolPla
     T sum = tp[0][P];  // torch sums in scan order from 0; 0 + first == first
 #pragma GCC unroll 9
     for (int t = 1; t < K; ++t) sum += tp[t][P];
-    sums[P] = sum;
+    yv[P] = sum * inv[P];
   }
 }
 
 template <class T>
-NNK_INLINE void sum_flat_generic(T* NNK_RESTRICT sums, const T* src, const PoolPlan& pl) {
+NNK_INLINE void avg_flat_generic(T* NNK_RESTRICT yv, const T* src, const T* NNK_RESTRICT inv, const PoolPlan& pl) {
   const index_t L = pl.L;
   const index_t K = static_cast<index_t>(pl.tap_src.size());
   {
     const T* NNK_RESTRICT t0 = src + pl.tap_src[0];
-    for (index_t P = 0; P < L; ++P) sums[P] = t0[P];
+    for (index_t P = 0; P < L; ++P) yv[P] = t0[P];
   }
   for (index_t t = 1; t < K; ++t) {
     const T* NNK_RESTRICT tt = src + pl.tap_src[static_cast<size_t>(t)];
-    for (index_t P = 0; P < L; ++P) sums[P] += tt[P];
+    for (index_t P = 0; P < L; ++P) yv[P] += tt[P];
   }
+  for (index_t P = 0; P < L; ++P) yv[P] *= inv[P];
 }
 
-// Planes [p0, p1). inv: 1/divisor per output position (OH*OW). Scratch: Q, sums (L), tmp.
+// Planes [p0, p1). inv: 1/divisor per flattened output (L). Scratch: Q, yflat (L, when compacting).
 template <class T>
 NNK_INLINE void avg_pool_planes(T* y, const T* x, const Pool2dShape* sp, const PoolPlan* plp, const T* inv,
-                                index_t p0, index_t p1, T* Q, T* sums, T* tmp, int taps) {
+                                index_t p0, index_t p1, T* Q, T* yflat, int taps) {
   const Pool2dShape& s = *sp;
   const PoolPlan& pl = *plp;
   const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   for (index_t p = p0; p < p1; ++p) {
     const T* xpl = x + p * in_plane;
-    T* NNK_RESTRICT ypl = y + p * out_plane;
+    T* ypl = y + p * out_plane;
     const T* src = xpl;
     if (!pl.direct) {
-      if (s.sW == 1) build_phases<1>(Q, xpl, s, pl, tmp, T(0));
-      else if (s.sW == 2) build_phases<2>(Q, xpl, s, pl, tmp, T(0));
-      else build_phases<0>(Q, xpl, s, pl, tmp, T(0));
+      build_phases_any(Q, xpl, s, pl, T(0));
       src = Q;
     }
-    if (taps == 2) sum_flat_fixed<2, 2>(sums, src, pl);
-    else if (taps == 3) sum_flat_fixed<3, 3>(sums, src, pl);
-    else sum_flat_generic(sums, src, pl);
-    const index_t OH = s.OH, OW = s.OW, Wq = pl.Wq;
-    for (index_t oh = 0; oh < OH; ++oh) {
-      const T* NNK_RESTRICT sr = sums + oh * Wq;
-      const T* NNK_RESTRICT ir = inv + oh * OW;
-      T* NNK_RESTRICT yr = ypl + oh * OW;
-      for (index_t ow = 0; ow < OW; ++ow) yr[ow] = sr[ow] * ir[ow];
-    }
+    T* yv = pl.compact ? yflat : ypl;
+    if (taps == 2) avg_flat_fixed<2, 2>(yv, src, inv, pl);
+    else if (taps == 3) avg_flat_fixed<3, 3>(yv, src, inv, pl);
+    else avg_flat_generic(yv, src, inv, pl);
+    if (pl.compact) compact_rows(ypl, yflat, s.OH, s.OW, pl.Wq, pl.vb);
   }
 }
 NNK_MULTIVERSION(avg_pool_planes_mv, avg_pool_planes)
 
-// 1/divisor for every output position (the same for every plane), torch's rules.
+// 1/divisor for every flattened output position (the same for every plane), torch's rules;
+// 0 in the dropped columns.
 template <class T>
-void avg_inverse_divisors(T* inv, const Pool2dShape& s, bool count_include_pad, index_t divisor_override) {
-  for (index_t oh = 0; oh < s.OH; ++oh) {
+void avg_inverse_divisors(T* inv, const Pool2dShape& s, const PoolPlan& pl, bool count_include_pad,
+                          index_t divisor_override) {
+  for (index_t P = 0; P < pl.L; ++P) {
+    const index_t oh = P / pl.Wq, ow = P % pl.Wq;
+    if (ow >= s.OW) {
+      inv[P] = 0;
+      continue;
+    }
     const index_t h0 = oh * s.sH - s.pH;
     const index_t h1 = std::min(h0 + s.kH, s.H + s.pH);
-    const index_t hpad = h1 - h0;
-    const index_t hin = std::min(h1, s.H) - std::max<index_t>(h0, 0);
-    for (index_t ow = 0; ow < s.OW; ++ow) {
-      const index_t w0 = ow * s.sW - s.pW;
-      const index_t w1 = std::min(w0 + s.kW, s.W + s.pW);
-      const index_t wpad = w1 - w0;
-      const index_t win = std::min(w1, s.W) - std::max<index_t>(w0, 0);
-      const index_t div = divisor_override != 0 ? divisor_override : count_include_pad ? hpad * wpad : hin * win;
-      inv[oh * s.OW + ow] = T(1) / static_cast<T>(div);
-    }
+    const index_t w0 = ow * s.sW - s.pW;
+    const index_t w1 = std::min(w0 + s.kW, s.W + s.pW);
+    const index_t with_pad = (h1 - h0) * (w1 - w0);
+    const index_t inside = (std::min(h1, s.H) - std::max<index_t>(h0, 0)) * (std::min(w1, s.W) - std::max<index_t>(w0, 0));
+    const index_t div = divisor_override != 0 ? divisor_override : count_include_pad ? with_pad : inside;
+    inv[P] = T(1) / static_cast<T>(div);
   }
 }
 
@@ -518,24 +672,25 @@ NNK_INLINE void avg_backward_planes(T* dx, const T* dy, const Pool2dShape* sp, c
   const PoolPlan& pl = *plp;
   const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   const index_t K = static_cast<index_t>(pl.tap_src.size());
+  const index_t OH = s.OH, OW = s.OW, Wq = pl.Wq, L = pl.L;
   for (index_t p = p0; p < p1; ++p) {
     T* dxpl = dx + p * in_plane;
     const T* NNK_RESTRICT dypl = dy + p * out_plane;
-    // g: dy / divisor in the flattened layout, 0 in the dropped columns ow >= OW (they overlap
-    // real positions of the next row in the phase planes).
-    const index_t OH = s.OH, OW = s.OW, Wq = pl.Wq, L = pl.L;
-    for (index_t oh = 0; oh < OH; ++oh) {
-      T* NNK_RESTRICT gr = g + oh * Wq;
-      const T* NNK_RESTRICT dr = dypl + oh * OW;
-      const T* NNK_RESTRICT ir = inv + oh * OW;
-      for (index_t ow = 0; ow < OW; ++ow) gr[ow] = dr[ow] * ir[ow];
-      if (oh + 1 < OH) {
-        for (index_t ow = OW; ow < Wq; ++ow) gr[ow] = 0;
+    // g = dy / divisor in the flattened layout; 0 in the dropped columns (inv is 0 there), which
+    // overlap real positions of the next row in the phase planes.
+    if (!pl.compact) {
+      for (index_t P = 0; P < L; ++P) g[P] = dypl[P] * inv[P];
+    } else {
+      for (index_t oh = 0; oh < OH; ++oh) {
+        T* NNK_RESTRICT gr = g + oh * Wq;
+        const T* NNK_RESTRICT dr = dypl + oh * OW;
+        const T* NNK_RESTRICT ir = inv + oh * Wq;
+        for (index_t ow = 0; ow < OW; ++ow) gr[ow] = dr[ow] * ir[ow];
+        if (oh + 1 < OH) fill_n(gr + OW, Wq - OW, T(0));
       }
     }
     T* acc = pl.direct ? dxpl : G;
-    const index_t n = pl.direct ? in_plane : pl.phase_elems();
-    for (index_t i = 0; i < n; ++i) acc[i] = 0;
+    fill_n(acc, pl.direct ? in_plane : pl.phase_elems(), T(0));
     // One pass per tap; within a tap, distinct outputs reach distinct elements.
     for (index_t t = 0; t < K; ++t) {
       T* NNK_RESTRICT at = acc + pl.tap_src[static_cast<size_t>(t)];
@@ -661,7 +816,7 @@ inline bool is_global(const Pool2dShape& s) {
 
 template <class T>
 void global_max(T* y, index_t* idx, const T* x, index_t planes, index_t n) {
-  const bool small = n < 2147483647;
+  const bool small = n < 2147483647 && !g_force_wide_indices.load();
   for_plane_ranges(planes, n, [&](index_t p0, index_t p1) {
     if (small) global_max_planes_mv(y, idx, x, n, p0, p1, std::int32_t{0});
     else global_max_planes_mv(y, idx, x, n, p0, p1, index_t{0});
@@ -797,27 +952,29 @@ inline Pool2dShape grid_shape(index_t planes, index_t H, index_t W, index_t OH, 
 // ---------------------------------------------------------------------------------------------
 // Entry points
 
+void pool_force_wide_indices(bool on) { g_force_wide_indices.store(on); }
+
 template <class T>
 void max_pool2d_forward(T* y, index_t* indices, const T* x, const Pool2dShape& s) {
   if (s.planes <= 0 || s.OH <= 0 || s.OW <= 0) return;
   NNK_ASSERT(s.H > 0 && s.W > 0 && s.kH > 0 && s.kW > 0 && s.sH > 0 && s.sW > 0 && s.dH > 0 && s.dW > 0);
   if (is_global(s)) return global_max(y, indices, x, s.planes, s.H * s.W);
-  const PoolPlan plan = make_plan(s);
+  const PoolPlan plan = make_plan(s, /*with_base=*/true);
   const PoolPlan* pl = &plan;
   const Pool2dShape* sp = &s;
   const int taps = fixed_taps(s);
-  // Tap offsets as int32 while they fit (same lane count as float).
-  const bool small = (s.kH - 1) * s.dH * s.W + (s.kW - 1) * s.dW < 2147483647;
-  for_plane_ranges(s.planes, s.H * s.W + 2 * s.OH * s.OW, [&](index_t p0, index_t p1) {
+  // Tap offsets as int32 while they fit (the same lane count as float).
+  const bool small = (s.kH - 1) * s.dH * s.W + (s.kW - 1) * s.dW < 2147483647 && !g_force_wide_indices.load();
+  for_plane_ranges(s.planes, s.H * s.W + 3 * s.OH * s.OW, [&](index_t p0, index_t p1) {
     T* Q = pl->direct ? nullptr : scratch<T>(kScratch0, pl->phase_elems());
-    T* vals = scratch<T>(kScratch1, pl->L);
-    T* tmp = scratch<T>(kScratch3, pl->row_need);
+    T* yflat = pl->compact ? scratch<T>(kScratch1, pl->L) : nullptr;
+    index_t* iflat = pl->compact ? scratch<index_t>(kScratch2, pl->L) : nullptr;
     if (small) {
-      auto* toff = scratch<std::int32_t>(kScratch2, pl->L);
-      max_pool_planes_mv(y, indices, x, sp, pl, p0, p1, Q, vals, toff, tmp, taps);
+      auto* toff = taps ? nullptr : scratch<std::int32_t>(kScratch3, pl->L);
+      max_pool_planes_mv(y, indices, x, sp, pl, p0, p1, Q, yflat, iflat, toff, taps);
     } else {
-      auto* toff = scratch<index_t>(kScratch2, pl->L);
-      max_pool_planes_mv(y, indices, x, sp, pl, p0, p1, Q, vals, toff, tmp, 0);
+      auto* toff = scratch<index_t>(kScratch3, pl->L);
+      max_pool_planes_mv(y, indices, x, sp, pl, p0, p1, Q, yflat, iflat, toff, 0);
     }
   });
 }
@@ -841,19 +998,18 @@ void avg_pool2d_forward(T* y, const T* x, const Pool2dShape& s, bool count_inclu
   if (s.planes <= 0 || s.OH <= 0 || s.OW <= 0) return;
   NNK_ASSERT(s.H > 0 && s.W > 0 && s.kH > 0 && s.kW > 0 && s.sH > 0 && s.sW > 0 && s.dH == 1 && s.dW == 1);
   if (is_global(s)) return global_avg(y, x, s.planes, s.H * s.W, divisor_override != 0 ? divisor_override : s.H * s.W);
-  const PoolPlan plan = make_plan(s);
+  const PoolPlan plan = make_plan(s, /*with_base=*/false);
   const PoolPlan* pl = &plan;
   const Pool2dShape* sp = &s;
-  // 1/divisor per output position: the calling thread's slot kScratch4 (workers use 0-3), read by all.
-  T* inv = scratch<T>(kScratch4, s.OH * s.OW);
-  avg_inverse_divisors(inv, s, count_include_pad, divisor_override);
+  // 1/divisor per flattened output: the calling thread's slot kScratch4 (workers use 0-3), read by all.
+  T* inv = scratch<T>(kScratch4, plan.L);
+  avg_inverse_divisors(inv, s, plan, count_include_pad, divisor_override);
   const T* cinv = inv;
   const int taps = fixed_taps(s);
   for_plane_ranges(s.planes, s.H * s.W + s.OH * s.OW, [&](index_t p0, index_t p1) {
     T* Q = pl->direct ? nullptr : scratch<T>(kScratch0, pl->phase_elems());
-    T* sums = scratch<T>(kScratch1, pl->L);
-    T* tmp = scratch<T>(kScratch3, pl->row_need);
-    avg_pool_planes_mv(y, x, sp, pl, cinv, p0, p1, Q, sums, tmp, taps);
+    T* yflat = pl->compact ? scratch<T>(kScratch1, pl->L) : nullptr;
+    avg_pool_planes_mv(y, x, sp, pl, cinv, p0, p1, Q, yflat, taps);
   });
 }
 
@@ -874,11 +1030,11 @@ void avg_pool2d_backward(T* dx, const T* dy, const Pool2dShape& s, bool count_in
     });
     return;
   }
-  const PoolPlan plan = make_plan(s);
+  const PoolPlan plan = make_plan(s, /*with_base=*/false);
   const PoolPlan* pl = &plan;
   const Pool2dShape* sp = &s;
-  T* inv = scratch<T>(kScratch4, s.OH * s.OW);
-  avg_inverse_divisors(inv, s, count_include_pad, divisor_override);
+  T* inv = scratch<T>(kScratch4, plan.L);
+  avg_inverse_divisors(inv, s, plan, count_include_pad, divisor_override);
   const T* cinv = inv;
   for_plane_ranges(s.planes, n + s.OH * s.OW, [&](index_t p0, index_t p1) {
     T* G = pl->direct ? nullptr : scratch<T>(kScratch0, pl->phase_elems());

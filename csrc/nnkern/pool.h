@@ -56,6 +56,11 @@ struct PoolIndexCheck {
   index_t bad_position = -1;
 };
 
+// Tests only: run the 64-bit index variants (normally used only when a plane's index offsets
+// exceed int32) on any size, so they can be checked on small inputs. Not thread-safe against
+// running kernels.
+void pool_force_wide_indices(bool on);
+
 // x [planes,H,W]  ->  y [planes,OH,OW], indices [planes,OH,OW] (int64, h*W + w)
 template <class T>
 void max_pool2d_forward(T* y, index_t* indices, const T* x, const Pool2dShape& s);
