@@ -490,3 +490,48 @@ def test_wide_index_variants(wide_indices, args, dtype):
         y_ref, i_ref = ref.max_pool2d(x, **args)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(idx, i_ref)
+
+
+# Stride-2 row kernels (sW == 2, kW 2 or 3, no dilation along W, at least one vector of outputs
+# per row): widths around the vector lengths of every SIMD level, padding, ceil_mode, vertical
+# stride/dilation, and the exact 2x2 tiling whose backward writes each element once.
+S2_CASES = [
+    ((2, 3, 32, 32), dict(kernel_size=2)),  # exact tiling
+    ((1, 2, 16, 48), dict(kernel_size=2)),
+    ((1, 2, 10, 34), dict(kernel_size=2)),  # OW 17: the last vector overlaps
+    ((1, 2, 11, 33), dict(kernel_size=2)),  # odd H and W: a row and a column no window reaches
+    ((2, 2, 32, 32), dict(kernel_size=3, stride=2, padding=1)),
+    ((1, 2, 9, 31), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ((1, 2, 9, 33), dict(kernel_size=3, stride=2)),
+    ((1, 2, 9, 34), dict(kernel_size=3, stride=2, ceil_mode=True)),
+    ((1, 2, 12, 40), dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 1))),
+    ((1, 2, 12, 20), dict(kernel_size=(2, 3), stride=(3, 2), padding=(0, 1))),
+    ((1, 1, 13, 66), dict(kernel_size=(4, 2), stride=(2, 2), padding=(2, 1), ceil_mode=True)),
+    ((1, 2, 7, 18), dict(kernel_size=(1, 2), stride=(1, 2))),
+    ((1, 2, 15, 21), dict(kernel_size=(3, 3), stride=(2, 2), dilation=(2, 1))),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,args", S2_CASES)
+def test_stride2_row_kernels(simd_level, shape, args, dtype):
+    rng = np.random.default_rng(16)
+    x = np.round(rng.standard_normal(shape) * 3).astype(dtype)  # ties
+    x.flat[5] = np.nan
+    y_ref, i_ref = ref.max_pool2d(x, **args)
+    y, idx = nk.max_pool2d(x, **args, out=nan_filled(y_ref.shape, dtype),
+                           indices_out=np.full(y_ref.shape, -5, np.int64))
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, i_ref)
+    if "dilation" in args:
+        return
+    x = rng.standard_normal(shape).astype(dtype)
+    for extra in (dict(), dict(count_include_pad=False), dict(divisor_override=3)):
+        a = dict(args, **extra)
+        y_ref = ref.avg_pool2d(x, **a)
+        y = nk.avg_pool2d(x, **a, out=nan_filled(y_ref.shape, dtype))
+        np.testing.assert_allclose(y, y_ref, **(dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else {}))
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dx = nk.avg_pool2d_backward(dy, shape, **a, out=nan_filled(shape, dtype))
+        np.testing.assert_allclose(dx, ref.avg_pool2d_backward(dy, shape, **a),
+                                   **(dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else {}))

@@ -639,13 +639,13 @@ NNK_INLINE void avg_pool_planes(T* y, const T* x, const Pool2dShape* sp, const P
 }
 NNK_MULTIVERSION(avg_pool_planes_mv, avg_pool_planes)
 
-// 1/divisor for every flattened output position (the same for every plane), torch's rules;
-// 0 in the dropped columns.
+// 1/divisor for output positions P = oh*row_len + ow, P < count (the same for every plane),
+// torch's rules; 0 in dropped columns (ow >= OW).
 template <class T>
-void avg_inverse_divisors(T* inv, const Pool2dShape& s, const PoolPlan& pl, bool count_include_pad,
+void avg_inverse_divisors(T* inv, const Pool2dShape& s, index_t row_len, index_t count, bool count_include_pad,
                           index_t divisor_override) {
-  for (index_t P = 0; P < pl.L; ++P) {
-    const index_t oh = P / pl.Wq, ow = P % pl.Wq;
+  for (index_t P = 0; P < count; ++P) {
+    const index_t oh = P / row_len, ow = P % row_len;
     if (ow >= s.OW) {
       inv[P] = 0;
       continue;
@@ -705,6 +705,333 @@ NNK_INLINE void avg_backward_planes(T* dx, const T* dy, const Pool2dShape* sp, c
   }
 }
 NNK_MULTIVERSION(avg_backward_planes_mv, avg_backward_planes)
+
+// ---------------------------------------------------------------------------------------------
+// Stride-2 row kernels: sW == 2, kW in {2, 3}, dW == 1 (2x2/s2 and 3x3/s2 windows, the common
+// CNN case) with at least one vector of outputs per row. Output rows are computed a vector of
+// outputs at a time straight from the input rows: two loads and an even/odd shuffle give the
+// kw = 0 and kw = 1 taps (kw = 2: the same from a load two elements further on), so nothing is
+// staged through phase planes. Windows that reach into the padding (or loads that would run past
+// an input row) read a padded copy of the plane instead.
+
+struct S2Plan {
+  bool use = false;
+  int vb = 16;
+  index_t Hn = 0, Wn = 0;  // padded rows / columns the forward kernels read
+  bool copy = false;       // forward reads a padded copy of the plane
+  bool padded = false;     // some window reaches outside the input (max: -inf fixup)
+  index_t OWr = 0;         // avg backward: outputs per row rounded up to whole vectors (+1 for kW 3)
+  index_t ldb = 0;         // avg backward: row length of the padded gradient plane
+  bool bwd_direct = false; // avg backward accumulates into dx itself (no padding, fits)
+  bool bwd_store = false;  // avg backward: exact 2x2/s2 tiling, every dx element written once
+};
+
+S2Plan make_s2_plan(const Pool2dShape& s, index_t tsize) {
+  S2Plan p;
+  p.vb = row_vector_bytes();
+  const index_t lanes = p.vb / tsize;
+  if (s.sW != 2 || s.dW != 1 || (s.kW != 2 && s.kW != 3) || s.OW < lanes) return p;
+  p.use = true;
+  p.Hn = (s.OH - 1) * s.sH + (s.kH - 1) * s.dH + 1;
+  p.Wn = 2 * s.OW + (s.kW == 3 ? 2 : 0);  // the loads for the last outputs reach column Wn - 1
+  const index_t Wtouch = 2 * (s.OW - 1) + s.kW;
+  p.padded = s.pH > 0 || s.pW > 0 || p.Hn > s.H || Wtouch > s.W;
+  p.copy = s.pH > 0 || s.pW > 0 || p.Hn > s.H || p.Wn > s.W;
+  p.OWr = (s.OW + (s.kW == 3 ? 1 : 0) + lanes - 1) / lanes * lanes;
+  p.bwd_store = s.pH == 0 && s.pW == 0 && s.kW == 2 && s.kH == 2 && s.sH == 2 && s.dH == 1 &&
+                s.W == 2 * s.OW && s.H == 2 * s.OH;
+  p.bwd_direct = p.bwd_store || (s.pH == 0 && s.pW == 0 && p.Hn <= s.H && 2 * p.OWr <= s.W);
+  p.ldb = p.bwd_direct ? s.W : std::max(2 * p.OWr, s.W + s.pW);
+  return p;
+}
+
+// The plane in padded coordinates (rows [0, Hn), columns [0, Wn), input (h, w) at (h+pH, w+pW)).
+template <class T>
+NNK_INLINE void copy_padded(T* xp, const T* NNK_RESTRICT x, const Pool2dShape& s, index_t Hn, index_t Wn, T fill,
+                            int vb) {
+  const index_t left = std::min(s.pW, Wn);
+  const index_t cols = std::max<index_t>(0, std::min(s.W, Wn - s.pW));
+  for (index_t r = 0; r < Hn; ++r) {
+    T* row = xp + r * Wn;
+    const index_t h = r - s.pH;
+    if (h < 0 || h >= s.H) {
+      fill_n(row, Wn, fill);
+      continue;
+    }
+    fill_n(row, left, fill);
+    copy_row(row + left, x + h * s.W, cols, vb);
+    fill_n(row + left + cols, Wn - left - cols, fill);
+  }
+}
+
+template <class V, class M>
+NNK_INLINE void max_fold_v(V& best, M& bt, const V& v, const M& t) {
+  const M take = (v > best) | (v != v);  // torch: first max wins, NaN always replaces
+  best = take ? v : best;
+  bt = take ? t : bt;
+}
+
+// idx[k] = start + 2k + bt[k] for the lanes of one output vector, as int64.
+template <int B, class T, class M, std::size_t... K>
+NNK_INLINE void store_s2_indices(index_t* idx, index_t start, const M& bt, std::index_sequence<K...>) {
+  using I64 = typename VecB<B, index_t>::V;
+  constexpr index_t L = VecB<B, T>::lanes;
+  if constexpr (sizeof(T) == 4) {  // int32 lanes: two halves of int64
+    constexpr index_t H = L / 2;
+    typedef index_t H64 __attribute__((vector_size(H * 8)));
+    const H64 lo = __builtin_convertvector(__builtin_shufflevector(bt, bt, K...), H64);
+    const H64 hi = __builtin_convertvector(__builtin_shufflevector(bt, bt, (K + H)...), H64);
+    const H64 ramp = {static_cast<index_t>(2 * K)...};
+    *reinterpret_cast<I64*>(idx) = lo + ramp + start;
+    *reinterpret_cast<I64*>(idx + H) = hi + ramp + (start + 2 * H);
+  } else {
+    const M ramp = {static_cast<index_t>(2 * K)...};
+    *reinterpret_cast<I64*>(idx) = bt + ramp + start;
+  }
+}
+
+template <int B, int KW, class T, std::size_t... K>
+NNK_INLINE void max_s2_plane_b(T* y, index_t* idx, const T* src, index_t ldx, const Pool2dShape& s,
+                               std::index_sequence<K...> seq) {
+  using W = VecB<B, T>;
+  using V = typename W::V;
+  using M = typename W::M;
+  using E = typename W::E;
+  constexpr index_t L = W::lanes;
+  const M even = {static_cast<E>(2 * K)...};
+  const M odd = {static_cast<E>(2 * K + 1)...};
+  const index_t OH = s.OH, OW = s.OW, sH = s.sH, dH = s.dH, kH = s.kH, Win = s.W, pH = s.pH, pW = s.pW;
+  for (index_t oh = 0; oh < OH; ++oh) {
+    const T* r0 = src + oh * sH * ldx;
+    const index_t base = (oh * sH - pH) * Win - pW;
+    for (index_t ow0 = 0;; ow0 += L) {
+      if (ow0 + L > OW) ow0 = OW - L;  // the last vector overlaps the one before: same values
+      const T* r = r0 + 2 * ow0;
+      V best = __builtin_shuffle(*reinterpret_cast<const V*>(r), *reinterpret_cast<const V*>(r + L), even);
+      M bt = M{};
+      for (index_t kh = 0; kh < kH; ++kh) {
+        r = r0 + kh * dH * ldx + 2 * ow0;
+        const V a = *reinterpret_cast<const V*>(r);
+        const V b = *reinterpret_cast<const V*>(r + L);
+        const M t0 = M{} + static_cast<E>(kh * dH * Win);
+        if (kh > 0) max_fold_v(best, bt, __builtin_shuffle(a, b, even), t0);
+        max_fold_v(best, bt, __builtin_shuffle(a, b, odd), t0 + 1);
+        if (KW == 3) {
+          const V a2 = *reinterpret_cast<const V*>(r + 2);
+          const V b2 = *reinterpret_cast<const V*>(r + 2 + L);
+          max_fold_v(best, bt, __builtin_shuffle(a2, b2, even), t0 + 2);
+        }
+      }
+      *reinterpret_cast<V*>(y + oh * OW + ow0) = best;
+      store_s2_indices<B, T>(idx + oh * OW + ow0, base + 2 * ow0, bt, std::make_index_sequence<
+                             static_cast<std::size_t>(sizeof(T) == 4 ? L / 2 : L)>());
+      if (ow0 + L >= OW) break;
+    }
+  }
+  (void)seq;
+}
+
+template <int B, int KW, class T, std::size_t... K>
+NNK_INLINE void avg_s2_plane_b(T* y, const T* src, index_t ldx, const Pool2dShape& s, const T* inv,
+                               std::index_sequence<K...>) {
+  using W = VecB<B, T>;
+  using V = typename W::V;
+  using M = typename W::M;
+  using E = typename W::E;
+  constexpr index_t L = W::lanes;
+  const M even = {static_cast<E>(2 * K)...};
+  const M odd = {static_cast<E>(2 * K + 1)...};
+  const index_t OH = s.OH, OW = s.OW, sH = s.sH, kH = s.kH;
+  for (index_t oh = 0; oh < OH; ++oh) {
+    const T* r0 = src + oh * sH * ldx;
+    for (index_t ow0 = 0;; ow0 += L) {
+      if (ow0 + L > OW) ow0 = OW - L;
+      const T* r = r0 + 2 * ow0;
+      V sum = __builtin_shuffle(*reinterpret_cast<const V*>(r), *reinterpret_cast<const V*>(r + L), even);
+      for (index_t kh = 0; kh < kH; ++kh) {  // torch's order: row by row, left to right
+        r = r0 + kh * ldx + 2 * ow0;
+        const V a = *reinterpret_cast<const V*>(r);
+        const V b = *reinterpret_cast<const V*>(r + L);
+        if (kh > 0) sum += __builtin_shuffle(a, b, even);
+        sum += __builtin_shuffle(a, b, odd);
+        if (KW == 3) {
+          const V a2 = *reinterpret_cast<const V*>(r + 2);
+          const V b2 = *reinterpret_cast<const V*>(r + 2 + L);
+          sum += __builtin_shuffle(a2, b2, even);
+        }
+      }
+      *reinterpret_cast<V*>(y + oh * OW + ow0) = sum * *reinterpret_cast<const V*>(inv + oh * OW + ow0);
+      if (ow0 + L >= OW) break;
+    }
+  }
+}
+
+// Avg backward of one plane into dxp (row length ldx: dx itself or a padded scratch plane).
+// g row: dy/divisor with a zero before it (gbuf[0]) and zeros after it up to OWr.
+template <int B, int KW, class T, std::size_t... K>
+NNK_INLINE void avg_bwd_s2_plane_b(T* dxp, index_t ldx, const T* dy, const T* inv, const Pool2dShape& s,
+                                   const S2Plan& p, T* gbuf, std::index_sequence<K...>) {
+  using W = VecB<B, T>;
+  using V = typename W::V;
+  using M = typename W::M;
+  using E = typename W::E;
+  constexpr index_t L = W::lanes;
+  const M lo = {static_cast<E>(K / 2 + (K % 2) * L)...};
+  const M hi = {static_cast<E>(L / 2 + K / 2 + (K % 2) * L)...};
+  const index_t OH = s.OH, OW = s.OW, sH = s.sH, kH = s.kH, OWr = p.OWr;
+  if (p.bwd_store) {
+    // 2x2/s2 tiling: dx[2oh + kh][2ow + kw] = g[oh][ow], each element written once.
+    for (index_t oh = 0; oh < OH; ++oh) {
+      T* r0 = dxp + 2 * oh * ldx;
+      for (index_t ow0 = 0;; ow0 += L) {
+        if (ow0 + L > OW) ow0 = OW - L;
+        const V g = *reinterpret_cast<const V*>(dy + oh * OW + ow0) * *reinterpret_cast<const V*>(inv + oh * OW + ow0);
+        const V gl = __builtin_shuffle(g, g, lo);
+        const V gh = __builtin_shuffle(g, g, hi);
+        *reinterpret_cast<V*>(r0 + 2 * ow0) = gl;
+        *reinterpret_cast<V*>(r0 + 2 * ow0 + L) = gh;
+        *reinterpret_cast<V*>(r0 + ldx + 2 * ow0) = gl;
+        *reinterpret_cast<V*>(r0 + ldx + 2 * ow0 + L) = gh;
+        if (ow0 + L >= OW) break;
+      }
+    }
+    return;
+  }
+  gbuf[0] = 0;
+  for (index_t ow = OW; ow < OWr; ++ow) gbuf[1 + ow] = 0;
+  for (index_t oh = 0; oh < OH; ++oh) {
+    const T* NNK_RESTRICT dyr = dy + oh * OW;
+    const T* NNK_RESTRICT ir = inv + oh * OW;
+    T* NNK_RESTRICT g = gbuf + 1;
+    for (index_t ow = 0; ow < OW; ++ow) g[ow] = dyr[ow] * ir[ow];
+    T* r0 = dxp + oh * sH * ldx;
+    for (index_t ow0 = 0; ow0 < OWr; ow0 += L) {
+      // input column 2j gets g[j] (kw 0) + g[j-1] (kw 2), column 2j+1 gets g[j] (kw 1)
+      const V gv = *reinterpret_cast<const V*>(gbuf + 1 + ow0);
+      const V ev = KW == 3 ? gv + *reinterpret_cast<const V*>(gbuf + ow0) : gv;
+      const V el = __builtin_shuffle(ev, gv, lo);
+      const V eh = __builtin_shuffle(ev, gv, hi);
+      for (index_t kh = 0; kh < kH; ++kh) {
+        T* r = r0 + kh * ldx + 2 * ow0;
+        *reinterpret_cast<V*>(r) += el;
+        *reinterpret_cast<V*>(r + L) += eh;
+      }
+    }
+  }
+}
+
+template <int B, class T>
+NNK_INLINE void max_s2_plane(T* y, index_t* idx, const T* src, index_t ldx, const Pool2dShape& s) {
+  constexpr auto seq = std::make_index_sequence<static_cast<std::size_t>(VecB<B, T>::lanes)>();
+  if (s.kW == 2) max_s2_plane_b<B, 2>(y, idx, src, ldx, s, seq);
+  else max_s2_plane_b<B, 3>(y, idx, src, ldx, s, seq);
+}
+
+template <int B, class T>
+NNK_INLINE void avg_s2_plane(T* y, const T* src, index_t ldx, const Pool2dShape& s, const T* inv) {
+  constexpr auto seq = std::make_index_sequence<static_cast<std::size_t>(VecB<B, T>::lanes)>();
+  if (s.kW == 2) avg_s2_plane_b<B, 2>(y, src, ldx, s, inv, seq);
+  else avg_s2_plane_b<B, 3>(y, src, ldx, s, inv, seq);
+}
+
+template <int B, class T>
+NNK_INLINE void avg_bwd_s2_plane(T* dxp, index_t ldx, const T* dy, const T* inv, const Pool2dShape& s,
+                                 const S2Plan& p, T* gbuf) {
+  constexpr auto seq = std::make_index_sequence<static_cast<std::size_t>(VecB<B, T>::lanes)>();
+  if (s.kW == 2) avg_bwd_s2_plane_b<B, 2>(dxp, ldx, dy, inv, s, p, gbuf, seq);
+  else avg_bwd_s2_plane_b<B, 3>(dxp, ldx, dy, inv, s, p, gbuf, seq);
+}
+
+// Planes [p0, p1). xpad: Hn*Wn scratch when p.copy.
+template <class T>
+NNK_INLINE void max_s2_planes(T* y, index_t* idx, const T* x, const Pool2dShape* sp, const S2Plan* pp, index_t p0,
+                              index_t p1, T* xpad) {
+  const Pool2dShape& s = *sp;
+  const S2Plan& p = *pp;
+  const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
+  for (index_t q = p0; q < p1; ++q) {
+    const T* xpl = x + q * in_plane;
+    T* ypl = y + q * out_plane;
+    index_t* ipl = idx + q * out_plane;
+    const T* src = xpl;
+    index_t ldx = s.W;
+    if (p.copy) {
+      copy_padded(xpad, xpl, s, p.Hn, p.Wn, neg_inf<T>(), p.vb);
+      src = xpad;
+      ldx = p.Wn;
+    }
+    if (p.vb == 64) max_s2_plane<64>(ypl, ipl, src, ldx, s);
+    else if (p.vb == 32) max_s2_plane<32>(ypl, ipl, src, ldx, s);
+    else max_s2_plane<16>(ypl, ipl, src, ldx, s);
+    if (p.padded) {
+      // A padding element can only have won where the result is -inf: redo those windows exactly.
+      int any = 0;
+      for (index_t o = 0; o < out_plane; ++o) any |= static_cast<int>(ypl[o] == neg_inf<T>());
+      if (any) {
+        for (index_t oh = 0; oh < s.OH; ++oh) {
+          for (index_t ow = 0; ow < s.OW; ++ow) {
+            const index_t o = oh * s.OW + ow;
+            if (ypl[o] == neg_inf<T>()) max_window_exact(ypl + o, ipl + o, xpl, s, oh, ow);
+          }
+        }
+      }
+    }
+  }
+}
+NNK_MULTIVERSION(max_s2_planes_mv, max_s2_planes)
+
+template <class T>
+NNK_INLINE void avg_s2_planes(T* y, const T* x, const Pool2dShape* sp, const S2Plan* pp, const T* inv, index_t p0,
+                              index_t p1, T* xpad) {
+  const Pool2dShape& s = *sp;
+  const S2Plan& p = *pp;
+  const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
+  for (index_t q = p0; q < p1; ++q) {
+    const T* src = x + q * in_plane;
+    index_t ldx = s.W;
+    if (p.copy) {
+      copy_padded(xpad, src, s, p.Hn, p.Wn, T(0), p.vb);
+      src = xpad;
+      ldx = p.Wn;
+    }
+    T* ypl = y + q * out_plane;
+    if (p.vb == 64) avg_s2_plane<64>(ypl, src, ldx, s, inv);
+    else if (p.vb == 32) avg_s2_plane<32>(ypl, src, ldx, s, inv);
+    else avg_s2_plane<16>(ypl, src, ldx, s, inv);
+  }
+}
+NNK_MULTIVERSION(avg_s2_planes_mv, avg_s2_planes)
+
+// Planes [p0, p1). dxpad: Hn*ldb scratch unless the gradient goes straight into dx; gbuf: OWr+1.
+template <class T>
+NNK_INLINE void avg_bwd_s2_planes(T* dx, const T* dy, const Pool2dShape* sp, const S2Plan* pp, const T* inv,
+                                  index_t p0, index_t p1, T* dxpad, T* gbuf) {
+  const Pool2dShape& s = *sp;
+  const S2Plan& p = *pp;
+  const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
+  for (index_t q = p0; q < p1; ++q) {
+    T* dxpl = dx + q * in_plane;
+    const T* dypl = dy + q * out_plane;
+    T* dst = p.bwd_direct ? dxpl : dxpad;
+    const index_t ldx = p.bwd_direct ? s.W : p.ldb;
+    if (!p.bwd_store) fill_n(dst, (p.bwd_direct ? s.H : p.Hn) * ldx, T(0));
+    if (p.vb == 64) avg_bwd_s2_plane<64>(dst, ldx, dypl, inv, s, p, gbuf);
+    else if (p.vb == 32) avg_bwd_s2_plane<32>(dst, ldx, dypl, inv, s, p, gbuf);
+    else avg_bwd_s2_plane<16>(dst, ldx, dypl, inv, s, p, gbuf);
+    if (!p.bwd_direct) {
+      // Crop the padded gradient back to the input plane (rows no window reached are 0).
+      for (index_t h = 0; h < s.H; ++h) {
+        T* out = dxpl + h * s.W;
+        if (h + s.pH >= p.Hn) {
+          fill_n(out, s.W, T(0));
+          continue;
+        }
+        copy_row(out, dxpad + (h + s.pH) * ldx + s.pW, s.W, p.vb);
+      }
+    }
+  }
+}
+NNK_MULTIVERSION(avg_bwd_s2_planes_mv, avg_bwd_s2_planes)
 
 // ---------------------------------------------------------------------------------------------
 // Global (whole-plane) reductions: 16 fixed lanes, combined in a fixed order, so the result does
@@ -959,6 +1286,16 @@ void max_pool2d_forward(T* y, index_t* indices, const T* x, const Pool2dShape& s
   if (s.planes <= 0 || s.OH <= 0 || s.OW <= 0) return;
   NNK_ASSERT(s.H > 0 && s.W > 0 && s.kH > 0 && s.kW > 0 && s.sH > 0 && s.sW > 0 && s.dH > 0 && s.dW > 0);
   if (is_global(s)) return global_max(y, indices, x, s.planes, s.H * s.W);
+  const S2Plan s2 = make_s2_plan(s, sizeof(T));
+  if (s2.use && s.kH * s.dH * s.W < 2147483647 && !g_force_wide_indices.load()) {
+    const S2Plan* pp = &s2;
+    const Pool2dShape* sp = &s;
+    for_plane_ranges(s.planes, s.H * s.W + 3 * s.OH * s.OW, [&](index_t p0, index_t p1) {
+      T* xpad = pp->copy ? scratch<T>(kScratch0, pp->Hn * pp->Wn) : nullptr;
+      max_s2_planes_mv(y, indices, x, sp, pp, p0, p1, xpad);
+    });
+    return;
+  }
   const PoolPlan plan = make_plan(s, /*with_base=*/true);
   const PoolPlan* pl = &plan;
   const Pool2dShape* sp = &s;
@@ -998,12 +1335,25 @@ void avg_pool2d_forward(T* y, const T* x, const Pool2dShape& s, bool count_inclu
   if (s.planes <= 0 || s.OH <= 0 || s.OW <= 0) return;
   NNK_ASSERT(s.H > 0 && s.W > 0 && s.kH > 0 && s.kW > 0 && s.sH > 0 && s.sW > 0 && s.dH == 1 && s.dW == 1);
   if (is_global(s)) return global_avg(y, x, s.planes, s.H * s.W, divisor_override != 0 ? divisor_override : s.H * s.W);
+  const S2Plan s2 = make_s2_plan(s, sizeof(T));
+  if (s2.use) {
+    T* inv = scratch<T>(kScratch4, s.OH * s.OW);  // the calling thread's slot, read by all
+    avg_inverse_divisors(inv, s, s.OW, s.OH * s.OW, count_include_pad, divisor_override);
+    const T* cinv = inv;
+    const S2Plan* pp = &s2;
+    const Pool2dShape* sp = &s;
+    for_plane_ranges(s.planes, s.H * s.W + s.OH * s.OW, [&](index_t p0, index_t p1) {
+      T* xpad = pp->copy ? scratch<T>(kScratch0, pp->Hn * pp->Wn) : nullptr;
+      avg_s2_planes_mv(y, x, sp, pp, cinv, p0, p1, xpad);
+    });
+    return;
+  }
   const PoolPlan plan = make_plan(s, /*with_base=*/false);
   const PoolPlan* pl = &plan;
   const Pool2dShape* sp = &s;
   // 1/divisor per flattened output: the calling thread's slot kScratch4 (workers use 0-3), read by all.
   T* inv = scratch<T>(kScratch4, plan.L);
-  avg_inverse_divisors(inv, s, plan, count_include_pad, divisor_override);
+  avg_inverse_divisors(inv, s, plan.Wq, plan.L, count_include_pad, divisor_override);
   const T* cinv = inv;
   const int taps = fixed_taps(s);
   for_plane_ranges(s.planes, s.H * s.W + s.OH * s.OW, [&](index_t p0, index_t p1) {
@@ -1030,11 +1380,26 @@ void avg_pool2d_backward(T* dx, const T* dy, const Pool2dShape& s, bool count_in
     });
     return;
   }
+  const S2Plan s2 = make_s2_plan(s, sizeof(T));
+  if (s2.use) {
+    T* inv = scratch<T>(kScratch4, s.OH * s.OW);
+    avg_inverse_divisors(inv, s, s.OW, s.OH * s.OW, count_include_pad, divisor_override);
+    const T* cinv = inv;
+    const S2Plan* pp = &s2;
+    const Pool2dShape* sp = &s;
+    const index_t lanes = s2.vb / static_cast<index_t>(sizeof(T));
+    for_plane_ranges(s.planes, n + s.OH * s.OW, [&](index_t p0, index_t p1) {
+      T* dxpad = pp->bwd_direct ? nullptr : scratch<T>(kScratch0, pp->Hn * pp->ldb);
+      T* gbuf = scratch<T>(kScratch1, pp->OWr + 1 + lanes);
+      avg_bwd_s2_planes_mv(dx, dy, sp, pp, cinv, p0, p1, dxpad, gbuf);
+    });
+    return;
+  }
   const PoolPlan plan = make_plan(s, /*with_base=*/false);
   const PoolPlan* pl = &plan;
   const Pool2dShape* sp = &s;
   T* inv = scratch<T>(kScratch4, plan.L);
-  avg_inverse_divisors(inv, s, plan, count_include_pad, divisor_override);
+  avg_inverse_divisors(inv, s, plan.Wq, plan.L, count_include_pad, divisor_override);
   const T* cinv = inv;
   for_plane_ranges(s.planes, n + s.OH * s.OW, [&](index_t p0, index_t p1) {
     T* G = pl->direct ? nullptr : scratch<T>(kScratch0, pl->phase_elems());
