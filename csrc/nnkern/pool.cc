@@ -764,71 +764,69 @@ NNK_INLINE void copy_padded(T* xp, const T* NNK_RESTRICT x, const Pool2dShape& s
   }
 }
 
-template <class V, class M>
-NNK_INLINE void max_fold_v(V& best, M& bt, const V& v, const M& t) {
-  const M take = (v > best) | (v != v);  // torch: first max wins, NaN always replaces
-  best = take ? v : best;
-  bt = take ? t : bt;
-}
-
-// idx[k] = start + 2k + bt[k] for the lanes of one output vector, as int64.
-template <int B, class T, class M, std::size_t... K>
-NNK_INLINE void store_s2_indices(index_t* idx, index_t start, const M& bt, std::index_sequence<K...>) {
-  using I64 = typename VecB<B, index_t>::V;
-  constexpr index_t L = VecB<B, T>::lanes;
-  if constexpr (sizeof(T) == 4) {  // int32 lanes: two halves of int64
-    constexpr index_t H = L / 2;
-    typedef index_t H64 __attribute__((vector_size(H * 8)));
-    const H64 lo = __builtin_convertvector(__builtin_shufflevector(bt, bt, K...), H64);
-    const H64 hi = __builtin_convertvector(__builtin_shufflevector(bt, bt, (K + H)...), H64);
-    const H64 ramp = {static_cast<index_t>(2 * K)...};
-    *reinterpret_cast<I64*>(idx) = lo + ramp + start;
-    *reinterpret_cast<I64*>(idx + H) = hi + ramp + (start + 2 * H);
-  } else {
-    const M ramp = {static_cast<index_t>(2 * K)...};
-    *reinterpret_cast<I64*>(idx) = bt + ramp + start;
+// Max over the NT taps of L outputs (tv[t][k]: tap t of output k, in torch's scan order) with the
+// winner's flat index start + 2k + toff[t]. Written as a plain loop over the lanes so that the
+// compare/select is vectorised in the ISA-specific caller: GCC lowers vector-extension compares
+// inside an inlined template element by element (they are expanded before inlining, for the
+// baseline ISA), while the auto-vectoriser runs after inlining.
+template <index_t L, int NT, class T>
+NNK_INLINE void max_fold_lanes(T* NNK_RESTRICT y, index_t* NNK_RESTRICT idx, const T (*tv)[L],
+                               const std::int32_t* toff, index_t start) {
+#pragma GCC unroll 1
+  for (index_t k = 0; k < L; ++k) {
+    T best = tv[0][k];
+    std::int32_t besti = toff[0];
+#pragma GCC unroll 9
+    for (int t = 1; t < NT; ++t) {
+      const T v = tv[t][k];
+      const bool take = (v > best) | (v != v);  // torch: first max wins, NaN always replaces
+      best = take ? v : best;
+      besti = take ? toff[t] : besti;
+    }
+    y[k] = best;
+    idx[k] = start + 2 * k + besti;
   }
 }
 
-template <int B, int KW, class T, std::size_t... K>
+template <int B, int KH, int KW, class T, std::size_t... K>
 NNK_INLINE void max_s2_plane_b(T* y, index_t* idx, const T* src, index_t ldx, const Pool2dShape& s,
-                               std::index_sequence<K...> seq) {
+                               std::index_sequence<K...>) {
   using W = VecB<B, T>;
   using V = typename W::V;
   using M = typename W::M;
   using E = typename W::E;
   constexpr index_t L = W::lanes;
+  constexpr int NT = KH * KW;
   const M even = {static_cast<E>(2 * K)...};
   const M odd = {static_cast<E>(2 * K + 1)...};
-  const index_t OH = s.OH, OW = s.OW, sH = s.sH, dH = s.dH, kH = s.kH, Win = s.W, pH = s.pH, pW = s.pW;
+  const index_t OH = s.OH, OW = s.OW, sH = s.sH, dH = s.dH, Win = s.W, pH = s.pH, pW = s.pW;
+  std::int32_t toff[NT];
+  for (int kh = 0; kh < KH; ++kh) {
+    for (int kw = 0; kw < KW; ++kw) toff[kh * KW + kw] = static_cast<std::int32_t>(kh * dH * Win + kw);
+  }
+  alignas(64) T tv[NT][L];
   for (index_t oh = 0; oh < OH; ++oh) {
     const T* r0 = src + oh * sH * ldx;
     const index_t base = (oh * sH - pH) * Win - pW;
     for (index_t ow0 = 0;; ow0 += L) {
       if (ow0 + L > OW) ow0 = OW - L;  // the last vector overlaps the one before: same values
-      const T* r = r0 + 2 * ow0;
-      V best = __builtin_shuffle(*reinterpret_cast<const V*>(r), *reinterpret_cast<const V*>(r + L), even);
-      M bt = M{};
-      for (index_t kh = 0; kh < kH; ++kh) {
-        r = r0 + kh * dH * ldx + 2 * ow0;
+#pragma GCC unroll 3
+      for (int kh = 0; kh < KH; ++kh) {
+        const T* r = r0 + kh * dH * ldx + 2 * ow0;
         const V a = *reinterpret_cast<const V*>(r);
         const V b = *reinterpret_cast<const V*>(r + L);
-        const M t0 = M{} + static_cast<E>(kh * dH * Win);
-        if (kh > 0) max_fold_v(best, bt, __builtin_shuffle(a, b, even), t0);
-        max_fold_v(best, bt, __builtin_shuffle(a, b, odd), t0 + 1);
+        *reinterpret_cast<V*>(tv[kh * KW]) = __builtin_shuffle(a, b, even);
+        *reinterpret_cast<V*>(tv[kh * KW + 1]) = __builtin_shuffle(a, b, odd);
         if (KW == 3) {
           const V a2 = *reinterpret_cast<const V*>(r + 2);
           const V b2 = *reinterpret_cast<const V*>(r + 2 + L);
-          max_fold_v(best, bt, __builtin_shuffle(a2, b2, even), t0 + 2);
+          *reinterpret_cast<V*>(tv[kh * KW + 2]) = __builtin_shuffle(a2, b2, even);
         }
       }
-      *reinterpret_cast<V*>(y + oh * OW + ow0) = best;
-      store_s2_indices<B, T>(idx + oh * OW + ow0, base + 2 * ow0, bt, std::make_index_sequence<
-                             static_cast<std::size_t>(sizeof(T) == 4 ? L / 2 : L)>());
+      max_fold_lanes<L, NT>(y + oh * OW + ow0, idx + oh * OW + ow0, tv, toff, base + 2 * ow0);
       if (ow0 + L >= OW) break;
     }
   }
-  (void)seq;
 }
 
 template <int B, int KW, class T, std::size_t... K>
@@ -923,8 +921,16 @@ NNK_INLINE void avg_bwd_s2_plane_b(T* dxp, index_t ldx, const T* dy, const T* in
 template <int B, class T>
 NNK_INLINE void max_s2_plane(T* y, index_t* idx, const T* src, index_t ldx, const Pool2dShape& s) {
   constexpr auto seq = std::make_index_sequence<static_cast<std::size_t>(VecB<B, T>::lanes)>();
-  if (s.kW == 2) max_s2_plane_b<B, 2>(y, idx, src, ldx, s, seq);
-  else max_s2_plane_b<B, 3>(y, idx, src, ldx, s, seq);
+  const int kh = static_cast<int>(s.kH);
+  if (s.kW == 2) {
+    if (kh == 1) max_s2_plane_b<B, 1, 2>(y, idx, src, ldx, s, seq);
+    else if (kh == 2) max_s2_plane_b<B, 2, 2>(y, idx, src, ldx, s, seq);
+    else max_s2_plane_b<B, 3, 2>(y, idx, src, ldx, s, seq);
+  } else {
+    if (kh == 1) max_s2_plane_b<B, 1, 3>(y, idx, src, ldx, s, seq);
+    else if (kh == 2) max_s2_plane_b<B, 2, 3>(y, idx, src, ldx, s, seq);
+    else max_s2_plane_b<B, 3, 3>(y, idx, src, ldx, s, seq);
+  }
 }
 
 template <int B, class T>
@@ -1287,7 +1293,8 @@ void max_pool2d_forward(T* y, index_t* indices, const T* x, const Pool2dShape& s
   NNK_ASSERT(s.H > 0 && s.W > 0 && s.kH > 0 && s.kW > 0 && s.sH > 0 && s.sW > 0 && s.dH > 0 && s.dW > 0);
   if (is_global(s)) return global_max(y, indices, x, s.planes, s.H * s.W);
   const S2Plan s2 = make_s2_plan(s, sizeof(T));
-  if (s2.use && s.kH * s.dH * s.W < 2147483647 && !g_force_wide_indices.load()) {
+  // (kH <= 3: the taps of a window are staged for the lane-wise compare; kH*dH*W: int32 offsets)
+  if (s2.use && s.kH <= 3 && s.kH * s.dH * s.W < 2147483647 && !g_force_wide_indices.load()) {
     const S2Plan* pp = &s2;
     const Pool2dShape* sp = &s;
     for_plane_ranges(s.planes, s.H * s.W + 3 * s.OH * s.OW, [&](index_t p0, index_t p1) {
