@@ -1,27 +1,33 @@
 // Pooling kernels (see pool.h for the semantics).
 //
-// How the fast path works. NCHW planes are contiguous, so each thread takes whole planes (the
-// backward passes then scatter without atomics, and results do not depend on the thread count).
-// Within a plane:
-//   * Phase planes (space-to-depth). With stride (sH, sW), padded input element (r, c) goes to
-//     phase plane (r mod sH, c mod sW) at (r div sH, c div sW). Every kernel tap (kh, kw) then
-//     reads one phase plane at a fixed offset with unit stride along both output axes, and padding,
-//     ceil_mode overhang and dilation become a matter of which phase and offset. Building the phase
-//     planes (only the phases some tap uses; padding filled with -inf for max, 0 for avg) is one
-//     L1-resident pass over the plane. Stride 1 without padding reads x in place.
-//   * Flattened rows. Phase planes have rows of Wq = OW + (largest tap column offset) elements; the
-//     output is computed at flat position P = oh*Wq + ow, so tap t reads plane_t[P + off_t] and a
-//     whole plane is ONE long unit-stride vector loop (no short rows, no strided or gathered loads,
-//     no edge cases); the few columns ow >= OW are computed and dropped.
-//   * 2x2 and 3x3 windows have compile-time taps (the running max / sum stays in registers);
-//     other windows run one vector pass per tap over the flattened output.
-//   * Max tracks the winning tap's offset (kh*dH*W + kw*dW, int32 while it fits) and turns it into
-//     torch's flat index h*W + w when the output row is stored. A -inf padding element can only win
-//     a window whose real elements are all -inf; such outputs (y == -inf) are recomputed with
-//     torch's exact scalar loop, so indices always point at real elements with torch's tie rule.
-//   * Backward: max scatters dy through the indices into a zeroed input-gradient plane (serially
-//     within the plane: overlapping windows may send several gradients to one element); avg adds
-//     dy/divisor into gradient phase planes, one vector pass per tap, then interleaves them back.
+// NCHW planes are contiguous, so each thread takes whole planes (the backward passes then scatter
+// without atomics, and results do not depend on the thread count). Within a plane there are two
+// vectorised paths, both covering padding, ceil_mode, overlapping windows and dilation:
+//
+// 1. Stride-2 row kernels (sW == 2, kW 2 or 3, no dilation along W, a vector of outputs per row:
+//    2x2/s2 and 3x3/s2, the common CNN windows). A vector of L outputs reads 2L consecutive input
+//    elements per window row; an even/odd shuffle (GCC vector extensions, sized for the ISA:
+//    vpermt2ps under AVX-512) gives taps kw = 0 and 1, the same from two elements further on gives
+//    kw = 2. Windows reaching into the padding read a padded copy of the plane. The last vector of
+//    a row overlaps the one before it (forward outputs are recomputed, not accumulated). Avg
+//    backward expands dy/divisor into input rows the same way (an exact 2x2 tiling just stores).
+//
+// 2. Phase planes for everything else (space-to-depth). With stride (sH, sW), padded input element
+//    (r, c) goes to phase plane (r mod sH, c mod sW) at (r div sH, c div sW); every tap (kh, kw)
+//    then reads one phase plane at a fixed offset with unit stride along both output axes, and
+//    padding, ceil_mode overhang and dilation become a matter of which phase and offset. Building
+//    the planes (only the phases some tap uses; padding filled with -inf for max, 0 for avg) is one
+//    L1-resident pass; stride 1 without padding reads x in place. Phase rows hold
+//    Wq = OW + (largest tap column offset) elements and the output is computed at flat positions
+//    P = oh*Wq + ow, so a whole plane is one long unit-stride loop per tap (or one loop with 2x2 /
+//    3x3 taps in registers); the columns ow >= OW are dropped when the rows are compacted.
+//
+// Max tracks the winning tap's index offset (kh*dH*W + kw*dW, int32 while it fits: the same lane
+// count as float) and adds it to the window's base index when storing. Padding holds -inf, which
+// can only win a window whose real elements are all -inf: outputs equal to -inf are recomputed
+// with torch's exact scalar loop, so indices always point at real elements with torch's tie rule.
+// Max backward scatters dy through the indices into a zeroed input-gradient plane (serially within
+// the plane: overlapping windows may send several gradients to one element).
 #include "nnkern/pool.h"
 
 #include <algorithm>
