@@ -1,3 +1,56 @@
-"""pool kernels (not written yet)."""
+"""2-D pooling (NCHW, float32/float64): max with torch's indices, average, adaptive and global.
 
-__all__ = []
+All functions take ``x`` shaped (N, C, H, W) or (C, H, W) and follow torch.nn.functional's
+arguments and output-size rules (``kernel_size``/``stride``/``padding``/``dilation`` as an int or an
+(h, w) pair, ``stride=None`` meaning ``kernel_size``, ``padding <= kernel_size // 2``,
+``ceil_mode``). Max pooling returns ``(y, indices)`` with int64 indices ``h*W + w`` within each
+(n, c) plane, which the backward pass consumes. Optional ``out=`` (and ``indices_out=``) take
+preallocated C-contiguous buffers. Each call runs in parallel over the N*C planes; results do
+not depend on the thread count.
+"""
+
+from .._core import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d,
+    adaptive_max_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
+
+__all__ = [
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
+]
+
+
+def global_avg_pool2d(x, *, out=None):
+    """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1) (adaptive_avg_pool2d(x, 1))."""
+    return adaptive_avg_pool2d(x, 1, out=out)
+
+
+def global_avg_pool2d_backward(dy, x_shape, *, out=None):
+    """Gradient of global_avg_pool2d: every element of a plane gets dy / (H*W)."""
+    return adaptive_avg_pool2d_backward(dy, x_shape, out=out)
+
+
+def global_max_pool2d(x, *, out=None, indices_out=None):
+    """Max over H and W with its index h*W + w: (N, C, H, W) -> (y, indices), each (N, C, 1, 1)."""
+    return adaptive_max_pool2d(x, 1, out=out, indices_out=indices_out)
+
+
+def global_max_pool2d_backward(dy, indices, x_shape, *, out=None):
+    """Gradient of global_max_pool2d (same rule as max_pool2d_backward)."""
+    return adaptive_max_pool2d_backward(dy, indices, x_shape, out=out)
