@@ -1,0 +1,557 @@
+#include "nnkern/conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <exception>
+
+#include "nnkern/gemm.h"
+#include "nnkern/parallel.h"
+#include "nnkern/simd.h"
+#include "nnkern/workspace.h"
+
+// Column runs are short (often one output row of 8-32 elements): GCC's memcpy/memset idiom
+// calls cost more than the copy, so keep these loops as inline vector code.
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+
+namespace nnkern {
+namespace {
+
+// Backward sums the batch in at most this many image chunks, each with its own dW/db partial.
+// Enough to keep 2-8 threads busy; few enough that adding the partials stays ~1% of the work.
+constexpr index_t kMaxRedChunks = 8;
+// One thread's column block may use this fraction of workspace_limit() ...
+constexpr index_t kBlockShare = 8;
+// ... and the dW/db partials together this fraction.
+constexpr index_t kPartialShare = 4;
+// A capped pixel block still holds at least this many pixels (GEMM efficiency).
+constexpr index_t kMinBlockPixels = 64;
+constexpr int kMaxTeam = 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Hot loops (compiled per ISA level, see simd.h)
+
+// Output columns ow in [0, OW) whose input column ow*S + off lies inside [0, W).
+struct Span {
+  index_t lo, hi;
+};
+NNK_INLINE Span valid_span(index_t off, index_t S, index_t W, index_t OW) {
+  index_t lo = off >= 0 ? 0 : (-off + S - 1) / S;
+  index_t hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / S + 1;
+  lo = std::min(lo, OW);
+  hi = std::max(lo, std::min(hi, OW));
+  return {lo, hi};
+}
+
+template <class T>
+NNK_INLINE void zero_run(T* NNK_RESTRICT d, index_t n) {
+  for (index_t i = 0; i < n; ++i) d[i] = T(0);
+}
+
+// d[i] = s[i*S]. Stride 1 and 2 get their own loops so the compiler vectorises them
+// (contiguous copy; even-lane permutes).
+template <class T>
+NNK_INLINE void copy_run(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n, index_t S) {
+  if (S == 1) {
+    for (index_t i = 0; i < n; ++i) d[i] = s[i];
+  } else if (S == 2) {
+    for (index_t i = 0; i < n; ++i) d[i] = s[2 * i];
+  } else {
+    for (index_t i = 0; i < n; ++i) d[i] = s[i * S];
+  }
+}
+
+// d[i*S] += s[i]
+template <class T>
+NNK_INLINE void add_run(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n, index_t S) {
+  if (S == 1) {
+    for (index_t i = 0; i < n; ++i) d[i] += s[i];
+  } else if (S == 2) {
+    for (index_t i = 0; i < n; ++i) d[2 * i] += s[i];
+  } else {
+    for (index_t i = 0; i < n; ++i) d[i * S] += s[i];
+  }
+}
+
+// Lambdas passed to NNK_INLINE helpers must be inlined too, so that they are compiled for the
+// caller's ISA (simd.h).
+#define NNK_LAMBDA_INLINE __attribute__((always_inline))
+
+// Walks the column rows of channels [c0, c1) for output pixels [p0, p1) of one image and calls
+// run(row_piece, ow_begin, ow_end, input_row | nullptr, off, span) for every piece of one output
+// row. The piece covers output columns [ow_begin, ow_end) of one output row oh; input_row is the
+// input row that (oh, ki) reads, or nullptr when it falls into the top/bottom padding. Columns
+// in [span.lo, span.hi) read input_row[ow*SW + off]; the others are left/right padding. Row
+// pieces are contiguous runs of the block's column matrix (row length p1 - p0).
+template <class ColT, class XT, class Run>
+NNK_INLINE void walk_columns(ColT* col, XT* x, const ConvGeom& g, index_t c0, index_t c1, index_t p0,
+                             index_t p1, Run&& run) {
+  const index_t len = p1 - p0;
+  const index_t oh_first = p0 / g.OW, ow_first = p0 - oh_first * g.OW;
+  for (index_t c = c0; c < c1; ++c) {
+    XT* xc = x + c * g.H * g.W;
+    for (index_t ki = 0; ki < g.KH; ++ki) {
+      for (index_t kj = 0; kj < g.KW; ++kj) {
+        ColT* row = col + ((c * g.KH + ki) * g.KW + kj) * len;
+        const index_t off = kj * g.DW - g.PW;
+        const Span sp = valid_span(off, g.SW, g.W, g.OW);
+        index_t q = 0, ow0 = ow_first;
+        index_t ih = oh_first * g.SH + ki * g.DH - g.PH;
+        while (q < len) {
+          const index_t ow1 = std::min(g.OW, ow0 + (len - q));
+          run(row + q, ow0, ow1, (ih >= 0 && ih < g.H) ? xc + ih * g.W : nullptr, off, sp);
+          q += ow1 - ow0;
+          ow0 = 0;
+          ih += g.SH;
+        }
+      }
+    }
+  }
+}
+
+// col [C*KH*KW, p1-p0] (the rows of channels [c0, c1))  x [C, H, W] (one image)
+template <class T>
+NNK_INLINE void im2col_block_body(T* col, const T* x, const ConvGeom* gp, index_t c0, index_t c1,
+                                  index_t p0, index_t p1) {
+  const ConvGeom& g = *gp;
+  walk_columns(col, x, g, c0, c1, p0, p1,
+               [&](T* d, index_t ow0, index_t ow1, const T* in, index_t off, Span sp) NNK_LAMBDA_INLINE {
+                 if (in == nullptr) {
+                   zero_run(d, ow1 - ow0);
+                   return;
+                 }
+                 const index_t a = std::clamp(sp.lo, ow0, ow1);
+                 const index_t b = std::clamp(sp.hi, ow0, ow1);
+                 zero_run(d, a - ow0);
+                 if (b > a) copy_run(d + (a - ow0), in + a * g.SW + off, b - a, g.SW);
+                 zero_run(d + (b - ow0), ow1 - b);
+               });
+}
+NNK_MULTIVERSION(im2col_block, im2col_block_body)
+
+// x [C, H, W] (one image; channels [c0, c1) accumulated into)  col [C*KH*KW, p1-p0]
+template <class T>
+NNK_INLINE void col2im_block_body(T* x, const T* col, const ConvGeom* gp, index_t c0, index_t c1,
+                                  index_t p0, index_t p1) {
+  const ConvGeom& g = *gp;
+  walk_columns(col, x, g, c0, c1, p0, p1,
+               [&](const T* d, index_t ow0, index_t ow1, T* in, index_t off, Span sp) NNK_LAMBDA_INLINE {
+                 if (in == nullptr) return;
+                 const index_t a = std::clamp(sp.lo, ow0, ow1);
+                 const index_t b = std::clamp(sp.hi, ow0, ow1);
+                 if (b > a) add_run(in + a * g.SW + off, d + (a - ow0), b - a, g.SW);
+               });
+}
+NNK_MULTIVERSION(col2im_block, col2im_block_body)
+
+template <class T>
+NNK_INLINE void zero_body(T* d, index_t n) {
+  zero_run(d, n);
+}
+NNK_MULTIVERSION(zero_fill, zero_body)
+
+// y [rows, P] += b[row] for rows [r0, r1)
+template <class T>
+NNK_INLINE void add_bias_body(T* y, const T* b, index_t r0, index_t r1, index_t P) {
+  for (index_t r = r0; r < r1; ++r) {
+    T* NNK_RESTRICT yr = y + r * P;
+    const T br = b[r];
+    for (index_t i = 0; i < P; ++i) yr[i] += br;
+  }
+}
+NNK_MULTIVERSION(add_bias, add_bias_body)
+
+// Sum of a[0..n) in a fixed order: 16 interleaved partial sums, then combined pairwise. The same
+// order at every ISA level (16 lanes = one AVX-512 float vector, two AVX2 ones, ...), so db does
+// not even depend on the SIMD level.
+template <class T>
+NNK_INLINE T fixed_order_sum(const T* NNK_RESTRICT a, index_t n) {
+  T acc[16] = {};
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int l = 0; l < 16; ++l) acc[l] += a[i + l];
+  }
+  for (int l = 0; i + l < n; ++l) acc[l] += a[i + l];
+  for (int w = 8; w >= 1; w /= 2) {
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  }
+  return acc[0];
+}
+
+// sums[r] += sum_i m[r, i] for rows [r0, r1) of m [rows, n]
+template <class T>
+NNK_INLINE void add_row_sums_body(T* sums, const T* m, index_t r0, index_t r1, index_t n) {
+  for (index_t r = r0; r < r1; ++r) sums[r] += fixed_order_sum(m + r * n, n);
+}
+NNK_MULTIVERSION(add_row_sums, add_row_sums_body)
+
+// dst[i] = (accumulate ? dst[i] : 0) + parts[0][i] + parts[1][i] + ... (in part order), i in [i0, i1)
+template <class T>
+NNK_INLINE void sum_partials_body(T* dst, const T* parts, index_t nparts, index_t stride, index_t i0,
+                                  index_t i1, bool accumulate) {
+  T* NNK_RESTRICT d = dst;
+  const T* NNK_RESTRICT p0 = parts;
+  if (accumulate) {
+    for (index_t i = i0; i < i1; ++i) d[i] += p0[i];
+  } else {
+    for (index_t i = i0; i < i1; ++i) d[i] = p0[i];
+  }
+  for (index_t c = 1; c < nparts; ++c) {
+    const T* NNK_RESTRICT pc = parts + c * stride;
+    for (index_t i = i0; i < i1; ++i) d[i] += pc[i];
+  }
+}
+NNK_MULTIVERSION(sum_partials, sum_partials_body)
+
+// ---------------------------------------------------------------------------------------------
+// Threads
+
+// Runs fn(thread, team) on `nt` threads (inline when nt <= 1). An exception (e.g. bad_alloc from
+// scratch) must not leave an OpenMP region: the first one is rethrown after the region.
+template <class F>
+void run_team(int nt, F&& fn) {
+  if (nt <= 1) {
+    fn(0, 1);
+    return;
+  }
+  std::exception_ptr err = nullptr;
+#pragma omp parallel num_threads(nt)
+  {
+    try {
+      fn(omp_get_thread_num(), omp_get_num_threads());
+    } catch (...) {
+#pragma omp critical(nnkern_conv_error)
+      if (!err) err = std::current_exception();
+    }
+  }
+  if (err) std::rethrow_exception(err);
+}
+
+// Contiguous share [lo, hi) of [0, n) for thread t of `team` (work split only: callers make
+// results independent of it).
+inline void team_range(index_t n, int t, int team, index_t& lo, index_t& hi) {
+  const index_t per = (n + team - 1) / team;
+  lo = std::min(n, t * per);
+  hi = std::min(n, lo + per);
+}
+
+// GEMM used for one product: serial inside a per-image thread, split by gemm() otherwise.
+template <class T>
+using GemmFn = void (*)(bool, bool, index_t, index_t, index_t, T, const T*, index_t, const T*, index_t,
+                        T, T*, index_t);
+
+// Calls fn(group, gemm_fn) for every group. Per-image mode: in turn, serial GEMMs. Split mode:
+// one group -> gemm() splits the product over threads; several -> groups spread over threads,
+// each a serial GEMM. Both choices depend on the shape only.
+template <class T, class F>
+void for_groups(const ConvGeom& g, bool split, F&& fn) {
+  if (!split) {
+    for (index_t grp = 0; grp < g.G; ++grp) fn(grp, GemmFn<T>(&gemm_serial<T>));
+  } else if (g.G == 1) {
+    fn(index_t{0}, GemmFn<T>(&gemm<T>));
+  } else {
+    parallel_for(
+        g.G, 1,
+        [&](index_t g0, index_t g1) {
+          for (index_t grp = g0; grp < g1; ++grp) fn(grp, GemmFn<T>(&gemm_serial<T>));
+        },
+        1);
+  }
+}
+
+// Channels per thread worth splitting im2col/col2im for (about 32K elements each).
+inline index_t min_channels_per_thread(const ConvGeom& g, index_t pixels) {
+  const index_t per_channel = std::max<index_t>(1, g.KH * g.KW * pixels);
+  return std::max<index_t>(1, 32768 / per_channel);
+}
+
+template <class T>
+void im2col_image(T* col, const T* x_img, const ConvGeom& g, index_t p0, index_t p1, bool split) {
+  if (!split) {
+    im2col_block(col, x_img, &g, index_t{0}, g.C, p0, p1);
+    return;
+  }
+  parallel_for(
+      g.C, min_channels_per_thread(g, p1 - p0),
+      [&](index_t c0, index_t c1) { im2col_block(col, x_img, &g, c0, c1, p0, p1); }, 1);
+}
+
+template <class T>
+void col2im_image(T* x_img, const T* col, const ConvGeom& g, index_t p0, index_t p1, bool split) {
+  if (!split) {
+    col2im_block(x_img, col, &g, index_t{0}, g.C, p0, p1);
+    return;
+  }
+  parallel_for(
+      g.C, min_channels_per_thread(g, p1 - p0),
+      [&](index_t c0, index_t c1) { col2im_block(x_img, col, &g, c0, c1, p0, p1); }, 1);
+}
+
+template <class T>
+void zero_image(T* d, index_t n, bool split) {
+  if (!split) {
+    zero_fill(d, n);
+    return;
+  }
+  parallel_for(n, 65536, [&](index_t i0, index_t i1) { zero_fill(d + i0, i1 - i0); });
+}
+
+int team_size(const ConvPlan& pl, index_t units) {
+  return static_cast<int>(std::min<index_t>({static_cast<index_t>(num_threads()),
+                                             static_cast<index_t>(pl.max_threads), units}));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Plan
+
+ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool need_dw) {
+  const index_t elem = static_cast<index_t>(elem_size);
+  const index_t limit = static_cast<index_t>(
+      std::min<std::size_t>(workspace_limit(), std::size_t{1} << 60));
+  const index_t P = g.P(), K = g.K();
+  ConvPlan pl{};
+  if (g.pointwise() || P == 0) {
+    pl.block_pixels = std::max<index_t>(P, 1);
+    pl.col_elems = 0;
+  } else {
+    const index_t budget = std::max<index_t>(1, limit / kBlockShare / elem);
+    index_t bp = K > 0 ? budget / K : P;
+    if (bp >= P) {
+      bp = P;
+    } else {
+      bp = std::max(bp, std::min(P, kMinBlockPixels));
+      if (bp >= g.OW) bp = bp / g.OW * g.OW;  // whole output rows when they fit
+    }
+    pl.block_pixels = std::max<index_t>(bp, 1);
+    pl.col_elems = K * pl.block_pixels;
+  }
+  const index_t block_bytes = pl.col_elems * elem;
+  pl.max_threads = block_bytes == 0
+                       ? kMaxTeam
+                       : static_cast<int>(std::clamp<index_t>(limit / block_bytes, 1, kMaxTeam));
+
+  pl.per_image = g.N >= 2;
+  pl.red_chunks = 1;
+  pl.red_chunk_images = std::max<index_t>(g.N, 1);
+  if (backward && g.N >= 2) {
+    const index_t part_bytes = ((need_dw ? g.OC * g.Kg() : 0) + g.OC) * elem;
+    index_t nred = std::min(g.N, kMaxRedChunks);
+    if (part_bytes > 0) nred = std::min(nred, std::max<index_t>(1, limit / kPartialShare / part_bytes));
+    pl.red_chunk_images = (g.N + nred - 1) / nred;
+    pl.red_chunks = (g.N + pl.red_chunk_images - 1) / pl.red_chunk_images;
+    // A single chunk would run the whole batch on one thread: split each GEMM instead.
+    if (pl.red_chunks < 2) {
+      pl.per_image = false;
+      pl.red_chunks = 1;
+      pl.red_chunk_images = g.N;
+    }
+  }
+  return pl;
+}
+
+// ---------------------------------------------------------------------------------------------
+// im2col / col2im over a batch (torch's unfold / fold)
+
+template <class T>
+void im2col(T* col, const T* x, const ConvGeom& g) {
+  const index_t K = g.K(), P = g.P(), CHW = g.C * g.H * g.W;
+  const index_t units = g.N * g.C;  // (image, channel) pairs: disjoint column rows
+  parallel_for(
+      units, min_channels_per_thread(g, P),
+      [&](index_t u0, index_t u1) {
+        for (index_t u = u0; u < u1;) {
+          const index_t n = u / g.C, c0 = u - n * g.C;
+          const index_t c1 = std::min(g.C, c0 + (u1 - u));
+          im2col_block(col + n * K * P, x + n * CHW, &g, c0, c1, index_t{0}, P);
+          u += c1 - c0;
+        }
+      },
+      1);
+}
+
+template <class T>
+void col2im(T* x, const T* col, const ConvGeom& g) {
+  const index_t K = g.K(), P = g.P(), HW = g.H * g.W, CHW = g.C * HW;
+  const index_t units = g.N * g.C;  // each (image, channel) plane of x is owned by one thread
+  parallel_for(
+      units, min_channels_per_thread(g, P),
+      [&](index_t u0, index_t u1) {
+        zero_fill(x + u0 * HW, (u1 - u0) * HW);
+        for (index_t u = u0; u < u1;) {
+          const index_t n = u / g.C, c0 = u - n * g.C;
+          const index_t c1 = std::min(g.C, c0 + (u1 - u));
+          col2im_block(x + n * CHW, col + n * K * P, &g, c0, c1, index_t{0}, P);
+          u += c1 - c0;
+        }
+      },
+      1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+template <class T>
+void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g) {
+  const index_t P = g.P();
+  if (g.N <= 0 || g.OC <= 0 || P <= 0) return;
+  const ConvPlan pl = conv_plan(g, sizeof(T), false, false);
+  const index_t CHW = g.C * g.H * g.W, OCP = g.OC * P, OCg = g.OCg(), Kg = g.Kg();
+  const bool pw = g.pointwise();
+
+  // One image: column blocks -> y_n[:, block] = W_g @ col_g for every group; then the bias.
+  auto image = [&](index_t n, T* col, bool split) {
+    const T* xn = x + n * CHW;
+    T* yn = y + n * OCP;
+    for (index_t p0 = 0; p0 < P; p0 += pl.block_pixels) {
+      const index_t p1 = std::min(P, p0 + pl.block_pixels), np = p1 - p0;
+      const T* cols = xn + p0;  // pointwise: the image is its own column matrix (row stride P)
+      index_t ld = P;
+      if (!pw) {
+        im2col_image(col, xn, g, p0, p1, split);
+        cols = col;
+        ld = np;
+      }
+      for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
+        mm(false, false, OCg, np, Kg, T(1), w + grp * OCg * Kg, Kg, cols + grp * Kg * ld, ld, T(0),
+           yn + grp * OCg * P + p0, P);
+      });
+    }
+    if (b != nullptr) {
+      if (split) {
+        parallel_for(
+            g.OC, std::max<index_t>(1, 65536 / P), [&](index_t r0, index_t r1) { add_bias(yn, b, r0, r1, P); },
+            1);
+      } else {
+        add_bias(yn, b, index_t{0}, g.OC, P);
+      }
+    }
+  };
+
+  if (pl.per_image) {
+    run_team(team_size(pl, g.N), [&](int t, int team) {
+      T* col = pw ? nullptr : scratch<T>(kScratch0, pl.col_elems);
+      index_t lo, hi;
+      team_range(g.N, t, team, lo, hi);
+      for (index_t n = lo; n < hi; ++n) image(n, col, false);
+    });
+  } else {
+    T* col = pw ? nullptr : scratch<T>(kScratch0, pl.col_elems);
+    for (index_t n = 0; n < g.N; ++n) image(n, col, true);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+template <class T>
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeom& g,
+                     bool accumulate) {
+  const index_t P = g.P(), CHW = g.C * g.H * g.W, OCP = g.OC * P, OCg = g.OCg(), Kg = g.Kg();
+  const index_t WN = g.OC * Kg;  // weight elements
+  if (g.N <= 0 || P <= 0) {
+    if (!accumulate) {
+      if (dw != nullptr) zero_fill(dw, WN);
+      if (db != nullptr) zero_fill(db, g.OC);
+    }
+    return;
+  }
+  const ConvPlan pl = conv_plan(g, sizeof(T), true, dw != nullptr);
+  const bool pw = g.pointwise();
+
+  // One image into dW target `dwt` (first GEMM with beta `dw_beta`, then 1) and db target `dbt`
+  // (added into), dx image written. `col` is one column block of scratch.
+  auto image = [&](index_t n, T* col, T* dwt, T& dw_beta, T* dbt, bool split) {
+    const T* dyn = dy + n * OCP;
+    const T* xn = x + n * CHW;
+    T* dxn = dx != nullptr ? dx + n * CHW : nullptr;
+    if (dbt != nullptr) {
+      if (split) {
+        parallel_for(
+            g.OC, std::max<index_t>(1, 65536 / P),
+            [&](index_t r0, index_t r1) { add_row_sums(dbt, dyn, r0, r1, P); }, 1);
+      } else {
+        add_row_sums(dbt, dyn, index_t{0}, g.OC, P);
+      }
+    }
+    if (dxn != nullptr && !pw) zero_image(dxn, CHW, split);
+    if (dwt == nullptr && dxn == nullptr) return;
+    for (index_t p0 = 0; p0 < P; p0 += pl.block_pixels) {
+      const index_t p1 = std::min(P, p0 + pl.block_pixels), np = p1 - p0;
+      if (dwt != nullptr) {
+        // dW_g += dy_g[:, block] @ col_g^T
+        const T* cols = xn + p0;
+        index_t ld = P;
+        if (!pw) {
+          im2col_image(col, xn, g, p0, p1, split);
+          cols = col;
+          ld = np;
+        }
+        const T beta = dw_beta;
+        for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
+          mm(false, true, OCg, Kg, np, T(1), dyn + grp * OCg * P + p0, P, cols + grp * Kg * ld, ld, beta,
+             dwt + grp * OCg * Kg, Kg);
+        });
+        dw_beta = T(1);
+      }
+      if (dxn != nullptr) {
+        // dcol_g = W_g^T @ dy_g[:, block] (into the column buffer, free again), then col2im.
+        // Pointwise: dx_g[:, block] = W_g^T @ dy_g[:, block] directly.
+        T* dcol = pw ? dxn + p0 : col;
+        const index_t ld = pw ? P : np;
+        for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
+          mm(true, false, Kg, np, OCg, T(1), w + grp * OCg * Kg, Kg, dyn + grp * OCg * P + p0, P, T(0),
+             dcol + grp * Kg * ld, ld);
+        });
+        if (!pw) col2im_image(dxn, col, g, p0, p1, split);
+      }
+    }
+  };
+
+  if (pl.per_image) {
+    // Image chunks fixed by the shape, each summed in image order into its own partial; the
+    // partials are added in chunk order below. Threads take contiguous runs of chunks.
+    const index_t nred = pl.red_chunks, per = pl.red_chunk_images;
+    T* dwp = dw != nullptr ? scratch<T>(kScratch1, nred * WN) : nullptr;
+    T* dbp = db != nullptr ? scratch<T>(kScratch2, nred * g.OC) : nullptr;
+    run_team(team_size(pl, nred), [&](int t, int team) {
+      T* col = pw ? nullptr : scratch<T>(kScratch0, pl.col_elems);
+      index_t lo, hi;
+      team_range(nred, t, team, lo, hi);
+      for (index_t c = lo; c < hi; ++c) {
+        T* dwc = dwp != nullptr ? dwp + c * WN : nullptr;
+        T* dbc = dbp != nullptr ? dbp + c * g.OC : nullptr;
+        if (dbc != nullptr) zero_fill(dbc, g.OC);
+        T beta = T(0);
+        for (index_t n = c * per; n < std::min(g.N, (c + 1) * per); ++n) image(n, col, dwc, beta, dbc, false);
+        if (dwc != nullptr && beta == T(0)) zero_fill(dwc, WN);  // no GEMM ran (empty dims)
+      }
+    });
+    if (dw != nullptr) {
+      parallel_for(WN, 16384, [&](index_t i0, index_t i1) {
+        sum_partials(dw, dwp, nred, WN, i0, i1, accumulate);
+      });
+    }
+    if (db != nullptr) sum_partials(db, dbp, nred, g.OC, index_t{0}, g.OC, accumulate);
+  } else {
+    // Images in turn, every GEMM split over the threads; dW/db accumulate in image order.
+    T* col = pw ? nullptr : scratch<T>(kScratch0, pl.col_elems);
+    T beta = accumulate ? T(1) : T(0);
+    if (db != nullptr && !accumulate) zero_fill(db, g.OC);
+    for (index_t n = 0; n < g.N; ++n) image(n, col, dw, beta, db, true);
+    if (dw != nullptr && beta == T(0)) zero_fill(dw, WN);
+  }
+}
+
+#define NNK_CONV_INSTANTIATE(T)                                                               \
+  template void im2col<T>(T*, const T*, const ConvGeom&);                                     \
+  template void col2im<T>(T*, const T*, const ConvGeom&);                                     \
+  template void conv2d_forward<T>(T*, const T*, const T*, const T*, const ConvGeom&);         \
+  template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const ConvGeom&, \
+                                   bool);
+NNK_CONV_INSTANTIATE(float)
+NNK_CONV_INSTANTIATE(double)
+#undef NNK_CONV_INSTANTIATE
+
+}  // namespace nnkern
