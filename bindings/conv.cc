@@ -103,6 +103,7 @@ ConvGeom make_geom(const char* fn, int nd, const Ints& xs, const Ints& ws, index
                 g.C / groups, " (x has ", g.C, " channels)");
   }
   if (g.KH < 1 || g.KW < 1) value_error(fn, "w has shape ", shape_str(ws), ": the kernel must be >= 1 in every dim");
+  g.OH = 1;  // conv1d: one row (H = KH = 1, stride/dilation 1, no padding)
   if (nd == 2) {
     g.SH = o.stride[0];
     g.DH = o.dilation[0];
@@ -339,14 +340,15 @@ void bind_conv(py::module_& m) {
         const ConvGeom g = make_geom(fn, 2, x_shape, w_shape, groups, options(stride, padding, dilation));
         const ConvPlan pl = conv_plan(g, static_cast<std::size_t>(itemsize), backward, need_dw);
         py::dict d;
+        d["layout"] = pl.layout == ConvPlan::kNhwc ? "nhwc" : pl.layout == ConvPlan::kNchw ? "nchw" : "pointwise";
         d["per_image"] = pl.per_image;
+        d["image_elems"] = pl.image_elems;
         d["block_pixels"] = pl.block_pixels;
         d["col_elems"] = pl.col_elems;
         d["max_threads"] = pl.max_threads;
         d["red_chunks"] = pl.red_chunks;
         d["red_chunk_images"] = pl.red_chunk_images;
         d["pixels"] = g.P();
-        d["pointwise"] = g.pointwise();
         return d;
       },
       py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),

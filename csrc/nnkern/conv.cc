@@ -10,8 +10,8 @@
 #include "nnkern/simd.h"
 #include "nnkern/workspace.h"
 
-// Column runs are short (often one output row of 8-32 elements): GCC's memcpy/memset idiom
-// calls cost more than the copy, so keep these loops as inline vector code.
+// Column runs are short (one output row, often 8-32 elements): GCC's memcpy/memset idiom calls
+// cost more than such copies, so these loops stay inline vector code.
 #pragma GCC optimize("no-tree-loop-distribute-patterns")
 
 namespace nnkern {
@@ -20,16 +20,140 @@ namespace {
 // Backward sums the batch in at most this many image chunks, each with its own dW/db partial.
 // Enough to keep 2-8 threads busy; few enough that adding the partials stays ~1% of the work.
 constexpr index_t kMaxRedChunks = 8;
-// One thread's column block may use this fraction of workspace_limit() ...
-constexpr index_t kBlockShare = 8;
+// One thread's buffers (column block, image copies) may use this fraction of workspace_limit() ...
+constexpr index_t kThreadShare = 8;
 // ... and the dW/db partials together this fraction.
 constexpr index_t kPartialShare = 4;
 // A capped pixel block still holds at least this many pixels (GEMM efficiency).
 constexpr index_t kMinBlockPixels = 64;
+// Channels-last columns need contiguous runs at least this long to pay for the transposes.
+constexpr index_t kMinNhwcRun = 16;
 constexpr int kMaxTeam = 1024;
+// Below this much work (multiply-adds plus copied elements) per thread a parallel region costs
+// more than it saves (~1-2 us to wake a team; much more on an oversubscribed machine).
+constexpr double kMinWorkPerThread = 1.0e6;
+
+// Scratch slots. Per thread: the column block and the padded channels-last image copies. Shared
+// (taken by the calling thread before a parallel region): partials and the permuted weight.
+constexpr int kSlotColumns = kScratch0;
+constexpr int kSlotDwPartials = kScratch1;
+constexpr int kSlotDbPartials = kScratch2;
+constexpr int kSlotImage = kScratch3;
+constexpr int kSlotImageGrad = kScratch4;
+constexpr int kSlotWeight = kScratch5;
+
+// Lambdas passed to NNK_INLINE helpers must be inlined too, so that they are compiled for the
+// caller's ISA (simd.h).
+#define NNK_LAMBDA_INLINE __attribute__((always_inline))
 
 // ---------------------------------------------------------------------------------------------
-// Hot loops (compiled per ISA level, see simd.h)
+// Runs: short contiguous copies without scalar tails.
+//
+// Blocks of 16 elements are fixed-length loops the compiler turns into whole vectors (one zmm,
+// two ymm or four xmm). A copy's tail is one more block that overlaps the previous one (it
+// writes the same values again), so a run of 15, 24 or 31 elements costs 1-2 vector moves
+// instead of up to 15 scalar ones. Adds cannot overlap: their tail steps down 8, 4, 1.
+
+template <int B, class T>
+NNK_INLINE void copy_block(T* NNK_RESTRICT d, const T* NNK_RESTRICT s) {
+  for (int l = 0; l < B; ++l) d[l] = s[l];
+}
+
+template <int B, class T>
+NNK_INLINE void copy_block_s2(T* NNK_RESTRICT d, const T* NNK_RESTRICT s) {
+  for (int l = 0; l < B; ++l) d[l] = s[2 * l];
+}
+
+template <int B, class T>
+NNK_INLINE void zero_block(T* NNK_RESTRICT d) {
+  for (int l = 0; l < B; ++l) d[l] = T(0);
+}
+
+template <int B, class T>
+NNK_INLINE void add_block(T* NNK_RESTRICT d, const T* NNK_RESTRICT s) {
+  for (int l = 0; l < B; ++l) d[l] += s[l];
+}
+
+// d[0..n) = s[0..n)
+template <class T>
+NNK_INLINE void copy_run(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n) {
+  if (n >= 16) {
+    index_t i = 0;
+    for (; i + 16 <= n; i += 16) copy_block<16>(d + i, s + i);
+    if (i < n) copy_block<16>(d + n - 16, s + n - 16);
+  } else if (n >= 8) {
+    copy_block<8>(d, s);
+    copy_block<8>(d + n - 8, s + n - 8);
+  } else if (n >= 4) {
+    copy_block<4>(d, s);
+    copy_block<4>(d + n - 4, s + n - 4);
+  } else {
+    for (index_t i = 0; i < n; ++i) d[i] = s[i];
+  }
+}
+
+// d[0..n) = s[0], s[2], ... s[2(n-1)]
+template <class T>
+NNK_INLINE void copy_run_s2(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n) {
+  if (n >= 16) {
+    index_t i = 0;
+    for (; i + 16 <= n; i += 16) copy_block_s2<16>(d + i, s + 2 * i);
+    if (i < n) copy_block_s2<16>(d + n - 16, s + 2 * (n - 16));
+  } else {
+    for (index_t i = 0; i < n; ++i) d[i] = s[2 * i];
+  }
+}
+
+template <class T>
+NNK_INLINE void zero_run(T* NNK_RESTRICT d, index_t n) {
+  if (n >= 16) {
+    index_t i = 0;
+    for (; i + 16 <= n; i += 16) zero_block<16>(d + i);
+    if (i < n) zero_block<16>(d + n - 16);
+  } else {
+    for (index_t i = 0; i < n; ++i) d[i] = T(0);
+  }
+}
+
+// d[0..n) += s[0..n)
+template <class T>
+NNK_INLINE void add_run(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n) {
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16) add_block<16>(d + i, s + i);
+  if (i + 8 <= n) {
+    add_block<8>(d + i, s + i);
+    i += 8;
+  }
+  if (i + 4 <= n) {
+    add_block<4>(d + i, s + i);
+    i += 4;
+  }
+  for (; i < n; ++i) d[i] += s[i];
+}
+
+// d[i*S] = s[i] / d[i*S] += s[i] for any stride (scalar; strides >= 2 only).
+template <class T>
+NNK_INLINE void copy_run_strided(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n, index_t S) {
+  if (S == 1) {
+    copy_run(d, s, n);
+  } else if (S == 2) {
+    copy_run_s2(d, s, n);
+  } else {
+    for (index_t i = 0; i < n; ++i) d[i] = s[i * S];
+  }
+}
+
+template <class T>
+NNK_INLINE void add_run_strided(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n, index_t S) {
+  if (S == 1) {
+    add_run(d, s, n);
+  } else {
+    for (index_t i = 0; i < n; ++i) d[i * S] += s[i];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NCHW columns (torch's unfold layout): col [C*KH*KW, pixels], one row per (c, ki, kj).
 
 // Output columns ow in [0, OW) whose input column ow*S + off lies inside [0, W).
 struct Span {
@@ -42,40 +166,6 @@ NNK_INLINE Span valid_span(index_t off, index_t S, index_t W, index_t OW) {
   hi = std::max(lo, std::min(hi, OW));
   return {lo, hi};
 }
-
-template <class T>
-NNK_INLINE void zero_run(T* NNK_RESTRICT d, index_t n) {
-  for (index_t i = 0; i < n; ++i) d[i] = T(0);
-}
-
-// d[i] = s[i*S]. Stride 1 and 2 get their own loops so the compiler vectorises them
-// (contiguous copy; even-lane permutes).
-template <class T>
-NNK_INLINE void copy_run(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n, index_t S) {
-  if (S == 1) {
-    for (index_t i = 0; i < n; ++i) d[i] = s[i];
-  } else if (S == 2) {
-    for (index_t i = 0; i < n; ++i) d[i] = s[2 * i];
-  } else {
-    for (index_t i = 0; i < n; ++i) d[i] = s[i * S];
-  }
-}
-
-// d[i*S] += s[i]
-template <class T>
-NNK_INLINE void add_run(T* NNK_RESTRICT d, const T* NNK_RESTRICT s, index_t n, index_t S) {
-  if (S == 1) {
-    for (index_t i = 0; i < n; ++i) d[i] += s[i];
-  } else if (S == 2) {
-    for (index_t i = 0; i < n; ++i) d[2 * i] += s[i];
-  } else {
-    for (index_t i = 0; i < n; ++i) d[i * S] += s[i];
-  }
-}
-
-// Lambdas passed to NNK_INLINE helpers must be inlined too, so that they are compiled for the
-// caller's ISA (simd.h).
-#define NNK_LAMBDA_INLINE __attribute__((always_inline))
 
 // Walks the column rows of channels [c0, c1) for output pixels [p0, p1) of one image and calls
 // run(row_piece, ow_begin, ow_end, input_row | nullptr, off, span) for every piece of one output
@@ -123,7 +213,7 @@ NNK_INLINE void im2col_block_body(T* col, const T* x, const ConvGeom* gp, index_
                  const index_t a = std::clamp(sp.lo, ow0, ow1);
                  const index_t b = std::clamp(sp.hi, ow0, ow1);
                  zero_run(d, a - ow0);
-                 if (b > a) copy_run(d + (a - ow0), in + a * g.SW + off, b - a, g.SW);
+                 if (b > a) copy_run_strided(d + (a - ow0), in + a * g.SW + off, b - a, g.SW);
                  zero_run(d + (b - ow0), ow1 - b);
                });
 }
@@ -139,10 +229,163 @@ NNK_INLINE void col2im_block_body(T* x, const T* col, const ConvGeom* gp, index_
                  if (in == nullptr) return;
                  const index_t a = std::clamp(sp.lo, ow0, ow1);
                  const index_t b = std::clamp(sp.hi, ow0, ow1);
-                 if (b > a) add_run(in + a * g.SW + off, d + (a - ow0), b - a, g.SW);
+                 if (b > a) add_run_strided(in + a * g.SW + off, d + (a - ow0), b - a, g.SW);
                });
 }
 NNK_MULTIVERSION(col2im_block, col2im_block_body)
+
+// ---------------------------------------------------------------------------------------------
+// Channels-last columns: col [pixels, K], K ordered (group, ki, kj, c within the group).
+//
+// The image is first copied once into a zero-padded channels-last buffer xt [Hp, Wp, C], so
+// every window read is a contiguous run of channels (KW*C long when G == 1 and DW == 1) with no
+// bounds checks. For C >= 16 this beats the NCHW walk, whose runs are one output row long.
+
+// Padded extent actually read by the kernel windows (rows/cols past it are never touched).
+struct PaddedDims {
+  index_t Hp, Wp;
+};
+inline PaddedDims padded_dims(const ConvGeom& g) {
+  return {(g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1, (g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1};
+}
+
+// xt [Hp, Wp, C] (zero outside the input)  x [C, H, W] (one image)
+template <class T>
+NNK_INLINE void to_padded_nhwc_body(T* xt, const T* x, const ConvGeom* gp, index_t Hp, index_t Wp) {
+  const ConvGeom& g = *gp;
+  const index_t C = g.C, HW = g.H * g.W;
+  // Rows: top padding, input rows inside the padded extent, the rest (bottom padding); columns
+  // likewise. A large stride may leave part of the padding or input unread.
+  const index_t top = std::min(g.PH, Hp), h_end = std::clamp<index_t>(Hp - g.PH, 0, g.H);
+  const index_t left = std::min(g.PW, Wp), w_end = std::clamp<index_t>(Wp - g.PW, 0, g.W);
+  zero_run(xt, top * Wp * C);
+  zero_run(xt + (top + h_end) * Wp * C, (Hp - top - h_end) * Wp * C);
+  for (index_t ih = 0; ih < h_end; ++ih) {
+    T* row = xt + (g.PH + ih) * Wp * C;
+    zero_run(row, left * C);
+    zero_run(row + (left + w_end) * C, (Wp - left - w_end) * C);
+    // Transpose the (C, w_end) slab of input row ih into (w_end, C), in 16x16 tiles so both the
+    // strided reads and the writes stay within a few cache lines.
+    const T* src = x + ih * g.W;
+    T* dst = row + g.PW * C;
+    for (index_t c0 = 0; c0 < C; c0 += 16) {
+      const index_t c1 = std::min(C, c0 + 16);
+      for (index_t w0 = 0; w0 < w_end; w0 += 16) {
+        const index_t w1 = std::min(w_end, w0 + 16);
+        for (index_t iw = w0; iw < w1; ++iw) {
+          for (index_t c = c0; c < c1; ++c) dst[iw * C + c] = src[c * HW + iw];
+        }
+      }
+    }
+  }
+}
+NNK_MULTIVERSION(to_padded_nhwc, to_padded_nhwc_body)
+
+// dx [C, H, W] (one image)  dxt [Hp, Wp, C]: the interior of dxt, transposed back; input
+// positions past the padded extent are never read by the convolution, so their gradient is 0.
+template <class T>
+NNK_INLINE void from_padded_nhwc_body(T* dx, const T* dxt, const ConvGeom* gp, index_t Hp, index_t Wp) {
+  const ConvGeom& g = *gp;
+  const index_t C = g.C, HW = g.H * g.W;
+  const index_t h_end = std::clamp<index_t>(Hp - g.PH, 0, g.H);
+  const index_t w_end = std::clamp<index_t>(Wp - g.PW, 0, g.W);
+  for (index_t ih = 0; ih < g.H; ++ih) {
+    T* dst = dx + ih * g.W;
+    if (ih >= h_end) {
+      for (index_t c = 0; c < C; ++c) zero_run(dst + c * HW, g.W);
+      continue;
+    }
+    const T* src = dxt + ((g.PH + ih) * Wp + g.PW) * C;
+    for (index_t w0 = 0; w0 < w_end; w0 += 16) {
+      const index_t w1 = std::min(w_end, w0 + 16);
+      for (index_t c0 = 0; c0 < C; c0 += 16) {
+        const index_t c1 = std::min(C, c0 + 16);
+        for (index_t c = c0; c < c1; ++c) {
+          for (index_t iw = w0; iw < w1; ++iw) dst[c * HW + iw] = src[iw * C + c];
+        }
+      }
+    }
+    if (w_end < g.W) {
+      for (index_t c = 0; c < C; ++c) zero_run(dst + c * HW + w_end, g.W - w_end);
+    }
+  }
+}
+NNK_MULTIVERSION(from_padded_nhwc, from_padded_nhwc_body)
+
+// Calls run(col_run, xt_run, length) for every contiguous run of the channels-last columns of
+// pixels [p0, p1): col [p1-p0, K], xt [Hp, Wp, C].
+template <class ColT, class XT, class Run>
+NNK_INLINE void walk_nhwc(ColT* col, XT* xt, const ConvGeom& g, index_t Wp, index_t p0, index_t p1, Run&& run) {
+  const index_t C = g.C, Cg = g.Cg(), K = g.K();
+  const bool whole_rows = g.G == 1 && g.DW == 1;  // the KW window columns are one run of KW*C
+  index_t oh = p0 / g.OW, ow = p0 - oh * g.OW;
+  for (index_t p = p0; p < p1; ++p) {
+    ColT* dst = col + (p - p0) * K;
+    XT* base = xt + (oh * g.SH * Wp + ow * g.SW) * C;
+    if (whole_rows) {
+      for (index_t ki = 0; ki < g.KH; ++ki) run(dst + ki * g.KW * C, base + ki * g.DH * Wp * C, g.KW * C);
+    } else {
+      for (index_t grp = 0; grp < g.G; ++grp) {
+        for (index_t ki = 0; ki < g.KH; ++ki) {
+          for (index_t kj = 0; kj < g.KW; ++kj) {
+            run(dst + ((grp * g.KH + ki) * g.KW + kj) * Cg, base + (ki * g.DH * Wp + kj * g.DW) * C + grp * Cg, Cg);
+          }
+        }
+      }
+    }
+    if (++ow == g.OW) {
+      ow = 0;
+      ++oh;
+    }
+  }
+}
+
+// col [p1-p0, K]  xt [Hp, Wp, C]
+template <class T>
+NNK_INLINE void gather_nhwc_body(T* col, const T* xt, const ConvGeom* gp, index_t Wp, index_t p0, index_t p1) {
+  walk_nhwc(col, xt, *gp, Wp, p0, p1,
+            [](T* d, const T* s, index_t n) NNK_LAMBDA_INLINE { copy_run(d, s, n); });
+}
+NNK_MULTIVERSION(gather_nhwc, gather_nhwc_body)
+
+// dxt [Hp, Wp, C] (accumulated into)  col [p1-p0, K]
+template <class T>
+NNK_INLINE void scatter_nhwc_body(T* dxt, const T* col, const ConvGeom* gp, index_t Wp, index_t p0, index_t p1) {
+  walk_nhwc(col, dxt, *gp, Wp, p0, p1,
+            [](const T* s, T* d, index_t n) NNK_LAMBDA_INLINE { add_run(d, s, n); });
+}
+NNK_MULTIVERSION(scatter_nhwc, scatter_nhwc_body)
+
+// wt [OC, KH, KW, Cg]  w [OC, Cg, KH, KW]
+template <class T>
+void weight_to_nhwc(T* wt, const T* w, const ConvGeom& g) {
+  const index_t Cg = g.Cg(), KK = g.KH * g.KW;
+  for (index_t o = 0; o < g.OC; ++o) {
+    const T* src = w + o * Cg * KK;
+    T* dst = wt + o * Cg * KK;
+    for (index_t c = 0; c < Cg; ++c) {
+      for (index_t k = 0; k < KK; ++k) dst[k * Cg + c] = src[c * KK + k];
+    }
+  }
+}
+
+// w [OC, Cg, KH, KW] (= or +=)  wt [OC, KH, KW, Cg]
+template <class T>
+void weight_from_nhwc(T* w, const T* wt, const ConvGeom& g, bool accumulate) {
+  const index_t Cg = g.Cg(), KK = g.KH * g.KW;
+  for (index_t o = 0; o < g.OC; ++o) {
+    const T* src = wt + o * Cg * KK;
+    T* dst = w + o * Cg * KK;
+    for (index_t c = 0; c < Cg; ++c) {
+      for (index_t k = 0; k < KK; ++k) {
+        dst[c * KK + k] = accumulate ? dst[c * KK + k] + src[k * Cg + c] : src[k * Cg + c];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small vector helpers
 
 template <class T>
 NNK_INLINE void zero_body(T* d, index_t n) {
@@ -185,23 +428,29 @@ NNK_INLINE void add_row_sums_body(T* sums, const T* m, index_t r0, index_t r1, i
 }
 NNK_MULTIVERSION(add_row_sums, add_row_sums_body)
 
-// dst[i] = (accumulate ? dst[i] : 0) + parts[0][i] + parts[1][i] + ... (in part order), i in [i0, i1)
+// parts[0][i] = parts[0][i] + parts[1][i] + ... (in part order), i in [i0, i1)
 template <class T>
-NNK_INLINE void sum_partials_body(T* dst, const T* parts, index_t nparts, index_t stride, index_t i0,
-                                  index_t i1, bool accumulate) {
-  T* NNK_RESTRICT d = dst;
-  const T* NNK_RESTRICT p0 = parts;
-  if (accumulate) {
-    for (index_t i = i0; i < i1; ++i) d[i] += p0[i];
-  } else {
-    for (index_t i = i0; i < i1; ++i) d[i] = p0[i];
-  }
+NNK_INLINE void reduce_partials_body(T* parts, index_t nparts, index_t stride, index_t i0, index_t i1) {
+  T* NNK_RESTRICT d = parts;
   for (index_t c = 1; c < nparts; ++c) {
     const T* NNK_RESTRICT pc = parts + c * stride;
     for (index_t i = i0; i < i1; ++i) d[i] += pc[i];
   }
 }
-NNK_MULTIVERSION(sum_partials, sum_partials_body)
+NNK_MULTIVERSION(reduce_partials, reduce_partials_body)
+
+// dst[i] = src[i] or dst[i] += src[i]
+template <class T>
+NNK_INLINE void store_body(T* dst, const T* src, index_t n, bool accumulate) {
+  T* NNK_RESTRICT d = dst;
+  const T* NNK_RESTRICT s = src;
+  if (accumulate) {
+    for (index_t i = 0; i < n; ++i) d[i] += s[i];
+  } else {
+    for (index_t i = 0; i < n; ++i) d[i] = s[i];
+  }
+}
+NNK_MULTIVERSION(store, store_body)
 
 // ---------------------------------------------------------------------------------------------
 // Threads
@@ -235,7 +484,6 @@ inline void team_range(index_t n, int t, int team, index_t& lo, index_t& hi) {
   hi = std::min(n, lo + per);
 }
 
-// GEMM used for one product: serial inside a per-image thread, split by gemm() otherwise.
 template <class T>
 using GemmFn = void (*)(bool, bool, index_t, index_t, index_t, T, const T*, index_t, const T*, index_t,
                         T, T*, index_t);
@@ -296,9 +544,13 @@ void zero_image(T* d, index_t n, bool split) {
   parallel_for(n, 65536, [&](index_t i0, index_t i1) { zero_fill(d + i0, i1 - i0); });
 }
 
-int team_size(const ConvPlan& pl, index_t units) {
-  return static_cast<int>(std::min<index_t>({static_cast<index_t>(num_threads()),
-                                             static_cast<index_t>(pl.max_threads), units}));
+// Threads for a per-image region over `units` (images or chunks). Only the speed depends on it.
+int team_size(const ConvPlan& pl, const ConvGeom& g, index_t units, double passes) {
+  const double work = passes * static_cast<double>(g.N) * static_cast<double>(g.P()) *
+                      (static_cast<double>(g.OC) * static_cast<double>(g.Kg()) + static_cast<double>(g.K()));
+  const index_t by_work = static_cast<index_t>(std::min(1.0e6, std::max(1.0, work / kMinWorkPerThread)));
+  return static_cast<int>(std::min<index_t>(
+      {static_cast<index_t>(num_threads()), static_cast<index_t>(pl.max_threads), units, by_work}));
 }
 
 }  // namespace
@@ -310,27 +562,9 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
   const index_t elem = static_cast<index_t>(elem_size);
   const index_t limit = static_cast<index_t>(
       std::min<std::size_t>(workspace_limit(), std::size_t{1} << 60));
+  const index_t thread_budget = std::max<index_t>(1, limit / kThreadShare / elem);  // elements
   const index_t P = g.P(), K = g.K();
   ConvPlan pl{};
-  if (g.pointwise() || P == 0) {
-    pl.block_pixels = std::max<index_t>(P, 1);
-    pl.col_elems = 0;
-  } else {
-    const index_t budget = std::max<index_t>(1, limit / kBlockShare / elem);
-    index_t bp = K > 0 ? budget / K : P;
-    if (bp >= P) {
-      bp = P;
-    } else {
-      bp = std::max(bp, std::min(P, kMinBlockPixels));
-      if (bp >= g.OW) bp = bp / g.OW * g.OW;  // whole output rows when they fit
-    }
-    pl.block_pixels = std::max<index_t>(bp, 1);
-    pl.col_elems = K * pl.block_pixels;
-  }
-  const index_t block_bytes = pl.col_elems * elem;
-  pl.max_threads = block_bytes == 0
-                       ? kMaxTeam
-                       : static_cast<int>(std::clamp<index_t>(limit / block_bytes, 1, kMaxTeam));
 
   pl.per_image = g.N >= 2;
   pl.red_chunks = 1;
@@ -348,6 +582,44 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
       pl.red_chunk_images = g.N;
     }
   }
+
+  // Column layout: channels-last when its contiguous runs are long and beat the NCHW runs (one
+  // output row; strided gathers when SW > 1), per-image mode only (its scatter is not split
+  // over threads), and the padded image copies fit a thread's budget.
+  pl.layout = ConvPlan::kNchw;
+  pl.image_elems = 0;
+  if (g.pointwise()) {
+    pl.layout = ConvPlan::kPointwise;
+  } else if (pl.per_image && P > 0) {
+    const index_t run = (g.G == 1 && g.DW == 1) ? g.KW * g.C : g.Cg();
+    const PaddedDims pd = padded_dims(g);
+    const index_t image = pd.Hp * pd.Wp * g.C;
+    const index_t copies = backward ? 2 : 1;
+    if (run >= kMinNhwcRun && (run >= g.OW || g.SW > 1) && copies * image <= thread_budget / 2) {
+      pl.layout = ConvPlan::kNhwc;
+      pl.image_elems = image;
+    }
+  }
+
+  if (pl.layout == ConvPlan::kPointwise || P == 0) {
+    pl.block_pixels = std::max<index_t>(P, 1);
+    pl.col_elems = 0;
+  } else {
+    const index_t budget = std::max<index_t>(1, thread_budget - (backward ? 2 : 1) * pl.image_elems);
+    index_t bp = K > 0 ? budget / K : P;
+    if (bp >= P) {
+      bp = P;
+    } else {
+      bp = std::max(bp, std::min(P, kMinBlockPixels));
+      if (bp >= g.OW) bp = bp / g.OW * g.OW;  // whole output rows when they fit
+    }
+    pl.block_pixels = std::max<index_t>(bp, 1);
+    pl.col_elems = K * pl.block_pixels;
+  }
+  const index_t thread_bytes = (pl.col_elems + (backward ? 2 : 1) * pl.image_elems) * elem;
+  pl.max_threads = thread_bytes == 0
+                       ? kMaxTeam
+                       : static_cast<int>(std::clamp<index_t>(limit / thread_bytes, 1, kMaxTeam));
   return pl;
 }
 
@@ -397,24 +669,42 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
   const index_t P = g.P();
   if (g.N <= 0 || g.OC <= 0 || P <= 0) return;
   const ConvPlan pl = conv_plan(g, sizeof(T), false, false);
-  const index_t CHW = g.C * g.H * g.W, OCP = g.OC * P, OCg = g.OCg(), Kg = g.Kg();
-  const bool pw = g.pointwise();
+  const index_t CHW = g.C * g.H * g.W, OCP = g.OC * P, OCg = g.OCg(), Kg = g.Kg(), K = g.K();
+  const bool nhwc = pl.layout == ConvPlan::kNhwc, pw = pl.layout == ConvPlan::kPointwise;
+  const PaddedDims pd = padded_dims(g);
+  // Channels-last columns pair with the weight in (OC, KH, KW, Cg) order (shared, made once).
+  const T* wk = w;
+  if (nhwc) {
+    T* wt = scratch<T>(kSlotWeight, g.OC * Kg);
+    weight_to_nhwc(wt, w, g);
+    wk = wt;
+  }
 
-  // One image: column blocks -> y_n[:, block] = W_g @ col_g for every group; then the bias.
-  auto image = [&](index_t n, T* col, bool split) {
+  // One image: column blocks -> y_n[g-rows, block] = W_g @ col_g for every group; then the bias.
+  // `col` (and `xt` for channels-last) are this thread's scratch.
+  auto image = [&](index_t n, T* col, T* xt, bool split) {
     const T* xn = x + n * CHW;
     T* yn = y + n * OCP;
+    if (nhwc) to_padded_nhwc(xt, xn, &g, pd.Hp, pd.Wp);
     for (index_t p0 = 0; p0 < P; p0 += pl.block_pixels) {
       const index_t p1 = std::min(P, p0 + pl.block_pixels), np = p1 - p0;
+      if (nhwc) {
+        gather_nhwc(col, static_cast<const T*>(xt), &g, pd.Wp, p0, p1);  // col [np, K]
+        for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
+          mm(false, true, OCg, np, Kg, T(1), wk + grp * OCg * Kg, Kg, col + grp * Kg, K, T(0),
+             yn + grp * OCg * P + p0, P);
+        });
+        continue;
+      }
       const T* cols = xn + p0;  // pointwise: the image is its own column matrix (row stride P)
       index_t ld = P;
       if (!pw) {
-        im2col_image(col, xn, g, p0, p1, split);
+        im2col_image(col, xn, g, p0, p1, split);  // col [K, np]
         cols = col;
         ld = np;
       }
       for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
-        mm(false, false, OCg, np, Kg, T(1), w + grp * OCg * Kg, Kg, cols + grp * Kg * ld, ld, T(0),
+        mm(false, false, OCg, np, Kg, T(1), wk + grp * OCg * Kg, Kg, cols + grp * Kg * ld, ld, T(0),
            yn + grp * OCg * P + p0, P);
       });
     }
@@ -430,15 +720,16 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
   };
 
   if (pl.per_image) {
-    run_team(team_size(pl, g.N), [&](int t, int team) {
-      T* col = pw ? nullptr : scratch<T>(kScratch0, pl.col_elems);
+    run_team(team_size(pl, g, g.N, 1.0), [&](int t, int team) {
+      T* col = pl.col_elems > 0 ? scratch<T>(kSlotColumns, pl.col_elems) : nullptr;
+      T* xt = nhwc ? scratch<T>(kSlotImage, pl.image_elems) : nullptr;
       index_t lo, hi;
       team_range(g.N, t, team, lo, hi);
-      for (index_t n = lo; n < hi; ++n) image(n, col, false);
+      for (index_t n = lo; n < hi; ++n) image(n, col, xt, false);
     });
   } else {
-    T* col = pw ? nullptr : scratch<T>(kScratch0, pl.col_elems);
-    for (index_t n = 0; n < g.N; ++n) image(n, col, true);
+    T* col = pl.col_elems > 0 ? scratch<T>(kSlotColumns, pl.col_elems) : nullptr;
+    for (index_t n = 0; n < g.N; ++n) image(n, col, nullptr, true);
   }
 }
 
@@ -448,7 +739,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
 template <class T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeom& g,
                      bool accumulate) {
-  const index_t P = g.P(), CHW = g.C * g.H * g.W, OCP = g.OC * P, OCg = g.OCg(), Kg = g.Kg();
+  const index_t P = g.P(), CHW = g.C * g.H * g.W, OCP = g.OC * P, OCg = g.OCg(), Kg = g.Kg(), K = g.K();
   const index_t WN = g.OC * Kg;  // weight elements
   if (g.N <= 0 || P <= 0) {
     if (!accumulate) {
@@ -458,11 +749,19 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     return;
   }
   const ConvPlan pl = conv_plan(g, sizeof(T), true, dw != nullptr);
-  const bool pw = g.pointwise();
+  const bool nhwc = pl.layout == ConvPlan::kNhwc, pw = pl.layout == ConvPlan::kPointwise;
+  const PaddedDims pd = padded_dims(g);
+  const T* wk = w;
+  if (nhwc && dx != nullptr) {
+    T* wt = scratch<T>(kSlotWeight, WN);
+    weight_to_nhwc(wt, w, g);
+    wk = wt;
+  }
 
-  // One image into dW target `dwt` (first GEMM with beta `dw_beta`, then 1) and db target `dbt`
-  // (added into), dx image written. `col` is one column block of scratch.
-  auto image = [&](index_t n, T* col, T* dwt, T& dw_beta, T* dbt, bool split) {
+  // One image: dW target `dwt` (first GEMM with beta `dw_beta`, then 1; in the column layout's
+  // weight order), db target `dbt` (added into), dx image written. `col`, `xt`, `dxt` are this
+  // thread's scratch (xt/dxt: channels-last only).
+  auto image = [&](index_t n, T* col, T* xt, T* dxt, T* dwt, T& dw_beta, T* dbt, bool split) {
     const T* dyn = dy + n * OCP;
     const T* xn = x + n * CHW;
     T* dxn = dx != nullptr ? dx + n * CHW : nullptr;
@@ -475,48 +774,72 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         add_row_sums(dbt, dyn, index_t{0}, g.OC, P);
       }
     }
-    if (dxn != nullptr && !pw) zero_image(dxn, CHW, split);
     if (dwt == nullptr && dxn == nullptr) return;
+    if (nhwc) {
+      if (dwt != nullptr) to_padded_nhwc(xt, xn, &g, pd.Hp, pd.Wp);
+      if (dxn != nullptr) zero_fill(dxt, pl.image_elems);
+    } else if (dxn != nullptr && !pw) {
+      zero_image(dxn, CHW, split);
+    }
     for (index_t p0 = 0; p0 < P; p0 += pl.block_pixels) {
       const index_t p1 = std::min(P, p0 + pl.block_pixels), np = p1 - p0;
       if (dwt != nullptr) {
         // dW_g += dy_g[:, block] @ col_g^T
-        const T* cols = xn + p0;
-        index_t ld = P;
-        if (!pw) {
-          im2col_image(col, xn, g, p0, p1, split);
-          cols = col;
-          ld = np;
-        }
         const T beta = dw_beta;
-        for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
-          mm(false, true, OCg, Kg, np, T(1), dyn + grp * OCg * P + p0, P, cols + grp * Kg * ld, ld, beta,
-             dwt + grp * OCg * Kg, Kg);
-        });
+        if (nhwc) {
+          gather_nhwc(col, static_cast<const T*>(xt), &g, pd.Wp, p0, p1);  // col [np, K]
+          for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
+            mm(false, false, OCg, Kg, np, T(1), dyn + grp * OCg * P + p0, P, col + grp * Kg, K, beta,
+               dwt + grp * OCg * Kg, Kg);
+          });
+        } else {
+          const T* cols = xn + p0;
+          index_t ld = P;
+          if (!pw) {
+            im2col_image(col, xn, g, p0, p1, split);  // col [K, np]
+            cols = col;
+            ld = np;
+          }
+          for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
+            mm(false, true, OCg, Kg, np, T(1), dyn + grp * OCg * P + p0, P, cols + grp * Kg * ld, ld, beta,
+               dwt + grp * OCg * Kg, Kg);
+          });
+        }
         dw_beta = T(1);
       }
       if (dxn != nullptr) {
-        // dcol_g = W_g^T @ dy_g[:, block] (into the column buffer, free again), then col2im.
-        // Pointwise: dx_g[:, block] = W_g^T @ dy_g[:, block] directly.
-        T* dcol = pw ? dxn + p0 : col;
-        const index_t ld = pw ? P : np;
-        for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
-          mm(true, false, Kg, np, OCg, T(1), w + grp * OCg * Kg, Kg, dyn + grp * OCg * P + p0, P, T(0),
-             dcol + grp * Kg * ld, ld);
-        });
-        if (!pw) col2im_image(dxn, col, g, p0, p1, split);
+        // dcol_g = W_g^T @ dy_g[:, block] into the column buffer (free again), then scattered
+        // back. Pointwise: dx_g[:, block] = W_g^T @ dy_g[:, block] directly.
+        if (nhwc) {
+          for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
+            mm(true, false, np, Kg, OCg, T(1), dyn + grp * OCg * P + p0, P, wk + grp * OCg * Kg, Kg, T(0),
+               col + grp * Kg, K);
+          });
+          scatter_nhwc(dxt, static_cast<const T*>(col), &g, pd.Wp, p0, p1);
+        } else {
+          T* dcol = pw ? dxn + p0 : col;
+          const index_t ld = pw ? P : np;
+          for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
+            mm(true, false, Kg, np, OCg, T(1), wk + grp * OCg * Kg, Kg, dyn + grp * OCg * P + p0, P, T(0),
+               dcol + grp * Kg * ld, ld);
+          });
+          if (!pw) col2im_image(dxn, static_cast<const T*>(col), g, p0, p1, split);
+        }
       }
     }
+    if (nhwc && dxn != nullptr) from_padded_nhwc(dxn, static_cast<const T*>(dxt), &g, pd.Hp, pd.Wp);
   };
 
   if (pl.per_image) {
     // Image chunks fixed by the shape, each summed in image order into its own partial; the
     // partials are added in chunk order below. Threads take contiguous runs of chunks.
     const index_t nred = pl.red_chunks, per = pl.red_chunk_images;
-    T* dwp = dw != nullptr ? scratch<T>(kScratch1, nred * WN) : nullptr;
-    T* dbp = db != nullptr ? scratch<T>(kScratch2, nred * g.OC) : nullptr;
-    run_team(team_size(pl, nred), [&](int t, int team) {
-      T* col = pw ? nullptr : scratch<T>(kScratch0, pl.col_elems);
+    T* dwp = dw != nullptr ? scratch<T>(kSlotDwPartials, nred * WN) : nullptr;
+    T* dbp = db != nullptr ? scratch<T>(kSlotDbPartials, nred * g.OC) : nullptr;
+    run_team(team_size(pl, g, nred, (dx != nullptr) + (dw != nullptr)), [&](int t, int team) {
+      T* col = pl.col_elems > 0 ? scratch<T>(kSlotColumns, pl.col_elems) : nullptr;
+      T* xt = nhwc && dw != nullptr ? scratch<T>(kSlotImage, pl.image_elems) : nullptr;
+      T* dxt = nhwc && dx != nullptr ? scratch<T>(kSlotImageGrad, pl.image_elems) : nullptr;
       index_t lo, hi;
       team_range(nred, t, team, lo, hi);
       for (index_t c = lo; c < hi; ++c) {
@@ -524,22 +847,31 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         T* dbc = dbp != nullptr ? dbp + c * g.OC : nullptr;
         if (dbc != nullptr) zero_fill(dbc, g.OC);
         T beta = T(0);
-        for (index_t n = c * per; n < std::min(g.N, (c + 1) * per); ++n) image(n, col, dwc, beta, dbc, false);
+        for (index_t n = c * per; n < std::min(g.N, (c + 1) * per); ++n) {
+          image(n, col, xt, dxt, dwc, beta, dbc, false);
+        }
         if (dwc != nullptr && beta == T(0)) zero_fill(dwc, WN);  // no GEMM ran (empty dims)
       }
     });
+    // Partials summed in chunk order into partial 0, then stored (or added) into dw/db.
     if (dw != nullptr) {
-      parallel_for(WN, 16384, [&](index_t i0, index_t i1) {
-        sum_partials(dw, dwp, nred, WN, i0, i1, accumulate);
-      });
+      parallel_for(WN, 16384, [&](index_t i0, index_t i1) { reduce_partials(dwp, nred, WN, i0, i1); });
+      if (nhwc) {
+        weight_from_nhwc(dw, static_cast<const T*>(dwp), g, accumulate);
+      } else {
+        store(dw, static_cast<const T*>(dwp), WN, accumulate);
+      }
     }
-    if (db != nullptr) sum_partials(db, dbp, nred, g.OC, index_t{0}, g.OC, accumulate);
+    if (db != nullptr) {
+      reduce_partials(dbp, nred, g.OC, index_t{0}, g.OC);
+      store(db, static_cast<const T*>(dbp), g.OC, accumulate);
+    }
   } else {
     // Images in turn, every GEMM split over the threads; dW/db accumulate in image order.
-    T* col = pw ? nullptr : scratch<T>(kScratch0, pl.col_elems);
+    T* col = pl.col_elems > 0 ? scratch<T>(kSlotColumns, pl.col_elems) : nullptr;
     T beta = accumulate ? T(1) : T(0);
     if (db != nullptr && !accumulate) zero_fill(db, g.OC);
-    for (index_t n = 0; n < g.N; ++n) image(n, col, dw, beta, db, true);
+    for (index_t n = 0; n < g.N; ++n) image(n, col, nullptr, nullptr, dw, beta, db, true);
     if (dw != nullptr && beta == T(0)) zero_fill(dw, WN);
   }
 }

@@ -10,7 +10,9 @@
 //   * N >= 2 ("per-image" mode): threads take whole images. Each thread builds one image's
 //     columns in its own scratch (L2-sized for typical layers), runs single-threaded GEMMs on it
 //     (y_n = W col_n; dW += dy_n col_n^T; dcol = W^T dy_n) and scatters dcol back with col2im into
-//     the dx image it owns: no atomics, no shared writes.
+//     the dx image it owns: no atomics, no shared writes. For C >= 16 the columns are gathered
+//     channels-last ([pixels, K]) from a zero-padded NHWC copy of the image: every window read
+//     is one contiguous run of KW*C values instead of KH*KW*C runs of one output row.
 //   * N == 1, or a weight too large for per-chunk partial gradients: images run one after the
 //     other and each GEMM is split over the threads by gemm() (fixed, shape-only cut);
 //     im2col/col2im split over channels.
@@ -62,10 +64,16 @@ inline index_t conv_out_size(index_t in, index_t k, index_t s, index_t pad_befor
 // How conv2d_forward/backward cut a problem (decided from shapes and workspace_limit() only,
 // never from the thread count). Exposed for tests and benchmarks.
 struct ConvPlan {
+  // Column matrix layout: NCHW (torch's unfold, [K, pixels]); channels-last ([pixels, K] gathered
+  // from a zero-padded channels-last copy of the image: long contiguous runs when C is large);
+  // or none (pointwise: the image is its own column matrix).
+  enum Layout { kNchw, kNhwc, kPointwise };
+  Layout layout;
   bool per_image;         // threads over images (else: images in turn, GEMMs split by gemm())
   index_t block_pixels;   // pixels of one image per column block (== P unless capped)
   index_t col_elems;      // scratch elements of one block's columns (0 for pointwise)
-  int max_threads;        // cap on active threads so that blocks * threads fit the limit
+  index_t image_elems;    // channels-last: elements of one padded image copy (x, and dx)
+  int max_threads;        // cap on active threads so that their buffers fit the limit
   index_t red_chunks;     // backward: image chunks with their own dW/db partial
   index_t red_chunk_images;
 };

@@ -29,33 +29,41 @@ def _is_int(v):
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
+# Largest stride/padding/dilation/kernel size accepted (the kernels' BLAS dims are 32-bit).
+_MAX_OPTION = 2**31 - 1
+
+
 def _ntuple(value, n, fn, name):
-    """An int or a sequence of n ints -> tuple of n Python ints."""
+    """An int or a sequence of n ints -> tuple of n Python ints (each at most 2**31 - 1)."""
     if _is_int(value):
-        return (int(value),) * n
-    if isinstance(value, (tuple, list)) and len(value) == n and all(_is_int(v) for v in value):
-        return tuple(int(v) for v in value)
-    want = "an int" if n == 1 else f"an int or a tuple of {n} ints"
-    raise TypeError(f"{fn}: {name} must be {want}, got {value!r}")
+        out = (int(value),) * n
+    elif isinstance(value, (tuple, list)) and len(value) == n and all(_is_int(v) for v in value):
+        out = tuple(int(v) for v in value)
+    else:
+        want = "an int" if n == 1 else f"an int or a tuple of {n} ints"
+        raise TypeError(f"{fn}: {name} must be {want}, got {value!r}")
+    if any(v > _MAX_OPTION for v in out):
+        raise ValueError(f"{fn}: {name} must be at most {_MAX_OPTION}, got {value!r}")
+    return out
 
 
 def _spatial_options(fn, nd, kernel, stride, padding, dilation):
     """(stride, padding, dilation) as the kernels take them: stride/dilation one int per spatial
     dim, padding (before, after) per dim. `kernel` is the kernel size per dim, or None when the
     weight is malformed (the kernel then reports it; 'same' needs the kernel size)."""
+    stride_arg, dilation_arg = stride, dilation
     stride = _ntuple(stride, nd, fn, "stride")
     dilation = _ntuple(dilation, nd, fn, "dilation")
     if any(s < 1 for s in stride):
-        raise ValueError(f"{fn}: stride must be >= 1, got {stride if nd > 1 else stride[0]}")
+        raise ValueError(f"{fn}: stride must be >= 1, got {stride_arg!r}")
     if any(d < 1 for d in dilation):
-        raise ValueError(f"{fn}: dilation must be >= 1, got {dilation if nd > 1 else dilation[0]}")
+        raise ValueError(f"{fn}: dilation must be >= 1, got {dilation_arg!r}")
     if isinstance(padding, str):
         if padding == "valid":
             pads = (0,) * (2 * nd)
         elif padding == "same":
             if any(s != 1 for s in stride):
-                raise ValueError(f"{fn}: padding='same' needs stride 1, got stride="
-                                 f"{stride if nd > 1 else stride[0]}")
+                raise ValueError(f"{fn}: padding='same' needs stride 1, got stride={stride_arg!r}")
             pads = []
             for i in range(nd):
                 total = dilation[i] * (kernel[i] - 1) if kernel is not None and kernel[i] >= 1 else 0
@@ -66,7 +74,7 @@ def _spatial_options(fn, nd, kernel, stride, padding, dilation):
     else:
         p = _ntuple(padding, nd, fn, "padding")
         if any(v < 0 for v in p):
-            raise ValueError(f"{fn}: padding must be >= 0, got {p if nd > 1 else p[0]}")
+            raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
         pads = tuple(v for v in p for _ in range(2))
     return stride, pads, dilation
 
@@ -74,8 +82,8 @@ def _spatial_options(fn, nd, kernel, stride, padding, dilation):
 def _groups(groups, fn):
     if not _is_int(groups):
         raise TypeError(f"{fn}: groups must be an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
+    if groups < 1 or groups > _MAX_OPTION:
+        raise ValueError(f"{fn}: groups must be in [1, {_MAX_OPTION}], got {groups}")
     return int(groups)
 
 
