@@ -11,6 +11,9 @@ from nnkern import reference as ref
 from conftest import (assert_bitwise_equal, nan_filled, num_threads, numerical_grad, requires_torch,
                       torch)
 
+# torch warns that it pads a copy for 'same' with even kernels; that is torch's business.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
+
 F = torch.nn.functional if torch is not None else None
 
 
