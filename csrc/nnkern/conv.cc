@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <exception>
+#include <type_traits>
 
 #include "nnkern/gemm.h"
 #include "nnkern/parallel.h"
@@ -249,6 +251,63 @@ inline PaddedDims padded_dims(const ConvGeom& g) {
   return {(g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1, (g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1};
 }
 
+// 2-D transposes in register tiles of 64 bytes x 64 bytes (16x16 floats, 8x8 doubles), written
+// with GCC vector extensions so the same source compiles at every ISA level: a butterfly of
+// log2(L) two-vector shuffles per row pair swaps the off-diagonal blocks of 8, 4, 2, 1 lanes.
+template <class T>
+struct Tile {
+  static constexpr int L = 64 / sizeof(T);
+  using IntT = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+  typedef T Vec __attribute__((vector_size(64)));
+  typedef IntT Mask __attribute__((vector_size(64)));
+};
+
+template <class T, int BS>
+NNK_INLINE void tile_stage(typename Tile<T>::Vec* v) {
+  constexpr int L = Tile<T>::L;
+  typename Tile<T>::Mask lo, hi;
+  for (int j = 0; j < L; ++j) {
+    lo[j] = (j & BS) == 0 ? j : L + j - BS;
+    hi[j] = (j & BS) == 0 ? j + BS : L + j;
+  }
+  for (int r = 0; r < L; ++r) {
+    if (r & BS) continue;
+    const typename Tile<T>::Vec a = v[r], b = v[r + BS];
+    v[r] = __builtin_shuffle(a, b, lo);
+    v[r + BS] = __builtin_shuffle(a, b, hi);
+  }
+}
+
+// dst[j*ldd + i] = src[i*lds + j] for a full L x L tile.
+template <class T>
+NNK_INLINE void transpose_tile(T* NNK_RESTRICT dst, index_t ldd, const T* NNK_RESTRICT src, index_t lds) {
+  constexpr int L = Tile<T>::L;
+  typename Tile<T>::Vec v[L];
+  for (int i = 0; i < L; ++i) __builtin_memcpy(&v[i], src + i * lds, sizeof(v[i]));
+  if constexpr (L == 16) tile_stage<T, 8>(v);
+  tile_stage<T, 4>(v);
+  tile_stage<T, 2>(v);
+  tile_stage<T, 1>(v);
+  for (int j = 0; j < L; ++j) __builtin_memcpy(dst + j * ldd, &v[j], sizeof(v[j]));
+}
+
+// dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: full tiles, scalar edges.
+template <class T>
+NNK_INLINE void transpose_2d(T* NNK_RESTRICT dst, index_t ldd, const T* NNK_RESTRICT src, index_t lds,
+                             index_t rows, index_t cols) {
+  constexpr int L = Tile<T>::L;
+  const index_t rows_full = rows / L * L, cols_full = cols / L * L;
+  for (index_t i0 = 0; i0 < rows_full; i0 += L) {
+    for (index_t j0 = 0; j0 < cols_full; j0 += L) transpose_tile(dst + j0 * ldd + i0, ldd, src + i0 * lds + j0, lds);
+    for (index_t i = i0; i < i0 + L; ++i) {
+      for (index_t j = cols_full; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+    }
+  }
+  for (index_t i = rows_full; i < rows; ++i) {
+    for (index_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+  }
+}
+
 // xt [Hp, Wp, C] (zero outside the input)  x [C, H, W] (one image)
 template <class T>
 NNK_INLINE void to_padded_nhwc_body(T* xt, const T* x, const ConvGeom* gp, index_t Hp, index_t Wp) {
@@ -264,19 +323,8 @@ NNK_INLINE void to_padded_nhwc_body(T* xt, const T* x, const ConvGeom* gp, index
     T* row = xt + (g.PH + ih) * Wp * C;
     zero_run(row, left * C);
     zero_run(row + (left + w_end) * C, (Wp - left - w_end) * C);
-    // Transpose the (C, w_end) slab of input row ih into (w_end, C), in 16x16 tiles so both the
-    // strided reads and the writes stay within a few cache lines.
-    const T* src = x + ih * g.W;
-    T* dst = row + g.PW * C;
-    for (index_t c0 = 0; c0 < C; c0 += 16) {
-      const index_t c1 = std::min(C, c0 + 16);
-      for (index_t w0 = 0; w0 < w_end; w0 += 16) {
-        const index_t w1 = std::min(w_end, w0 + 16);
-        for (index_t iw = w0; iw < w1; ++iw) {
-          for (index_t c = c0; c < c1; ++c) dst[iw * C + c] = src[c * HW + iw];
-        }
-      }
-    }
+    // The (C, w_end) slab of input row ih (channel stride H*W) becomes (w_end, C).
+    transpose_2d(row + g.PW * C, C, x + ih * g.W, HW, C, w_end);
   }
 }
 NNK_MULTIVERSION(to_padded_nhwc, to_padded_nhwc_body)
@@ -295,16 +343,7 @@ NNK_INLINE void from_padded_nhwc_body(T* dx, const T* dxt, const ConvGeom* gp, i
       for (index_t c = 0; c < C; ++c) zero_run(dst + c * HW, g.W);
       continue;
     }
-    const T* src = dxt + ((g.PH + ih) * Wp + g.PW) * C;
-    for (index_t w0 = 0; w0 < w_end; w0 += 16) {
-      const index_t w1 = std::min(w_end, w0 + 16);
-      for (index_t c0 = 0; c0 < C; c0 += 16) {
-        const index_t c1 = std::min(C, c0 + 16);
-        for (index_t c = c0; c < c1; ++c) {
-          for (index_t iw = w0; iw < w1; ++iw) dst[c * HW + iw] = src[iw * C + c];
-        }
-      }
-    }
+    transpose_2d(dst, HW, dxt + ((g.PH + ih) * Wp + g.PW) * C, C, w_end, C);
     if (w_end < g.W) {
       for (index_t c = 0; c < C; ++c) zero_run(dst + c * HW + w_end, g.W - w_end);
     }
@@ -393,16 +432,16 @@ NNK_INLINE void zero_body(T* d, index_t n) {
 }
 NNK_MULTIVERSION(zero_fill, zero_body)
 
-// y [rows, P] += b[row] for rows [r0, r1)
+// y [rows, P] = b[row] for rows [r0, r1)
 template <class T>
-NNK_INLINE void add_bias_body(T* y, const T* b, index_t r0, index_t r1, index_t P) {
+NNK_INLINE void fill_bias_body(T* y, const T* b, index_t r0, index_t r1, index_t P) {
   for (index_t r = r0; r < r1; ++r) {
     T* NNK_RESTRICT yr = y + r * P;
     const T br = b[r];
-    for (index_t i = 0; i < P; ++i) yr[i] += br;
+    for (index_t i = 0; i < P; ++i) yr[i] = br;
   }
 }
-NNK_MULTIVERSION(add_bias, add_bias_body)
+NNK_MULTIVERSION(fill_bias, fill_bias_body)
 
 // Sum of a[0..n) in a fixed order: 16 interleaved partial sums, then combined pairwise. The same
 // order at every ISA level (16 lanes = one AVX-512 float vector, two AVX2 ones, ...), so db does
@@ -680,18 +719,29 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
     wk = wt;
   }
 
-  // One image: column blocks -> y_n[g-rows, block] = W_g @ col_g for every group; then the bias.
-  // `col` (and `xt` for channels-last) are this thread's scratch.
+  // One image: y_n = bias rows, then for every column block y_n[g-rows, block] += W_g @ col_g
+  // (GEMM beta = 1: no separate zeroing or bias pass over y). `col` (and `xt` for channels-last)
+  // are this thread's scratch.
+  const T beta = b != nullptr ? T(1) : T(0);
   auto image = [&](index_t n, T* col, T* xt, bool split) {
     const T* xn = x + n * CHW;
     T* yn = y + n * OCP;
+    if (b != nullptr) {
+      if (split) {
+        parallel_for(
+            g.OC, std::max<index_t>(1, 65536 / P), [&](index_t r0, index_t r1) { fill_bias(yn, b, r0, r1, P); },
+            1);
+      } else {
+        fill_bias(yn, b, index_t{0}, g.OC, P);
+      }
+    }
     if (nhwc) to_padded_nhwc(xt, xn, &g, pd.Hp, pd.Wp);
     for (index_t p0 = 0; p0 < P; p0 += pl.block_pixels) {
       const index_t p1 = std::min(P, p0 + pl.block_pixels), np = p1 - p0;
       if (nhwc) {
         gather_nhwc(col, static_cast<const T*>(xt), &g, pd.Wp, p0, p1);  // col [np, K]
         for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
-          mm(false, true, OCg, np, Kg, T(1), wk + grp * OCg * Kg, Kg, col + grp * Kg, K, T(0),
+          mm(false, true, OCg, np, Kg, T(1), wk + grp * OCg * Kg, Kg, col + grp * Kg, K, beta,
              yn + grp * OCg * P + p0, P);
         });
         continue;
@@ -704,18 +754,9 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
         ld = np;
       }
       for_groups<T>(g, split, [&](index_t grp, GemmFn<T> mm) {
-        mm(false, false, OCg, np, Kg, T(1), wk + grp * OCg * Kg, Kg, cols + grp * Kg * ld, ld, T(0),
+        mm(false, false, OCg, np, Kg, T(1), wk + grp * OCg * Kg, Kg, cols + grp * Kg * ld, ld, beta,
            yn + grp * OCg * P + p0, P);
       });
-    }
-    if (b != nullptr) {
-      if (split) {
-        parallel_for(
-            g.OC, std::max<index_t>(1, 65536 / P), [&](index_t r0, index_t r1) { add_bias(yn, b, r0, r1, P); },
-            1);
-      } else {
-        add_bias(yn, b, index_t{0}, g.OC, P);
-      }
     }
   };
 
