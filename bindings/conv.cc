@@ -332,6 +332,33 @@ void bind_conv(py::module_& m) {
       py::arg("cols"), py::arg("output_size"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
       py::arg("dilation"), py::arg("out") = py::none());
   m.def(
+      "_conv_gemm",
+      [](py::object a, py::object b, py::object c, bool trans_a, bool trans_b, bool beta) {
+        // Test hook: C = (beta ? C : 0) + op(a) @ op(b) through the per-image GEMM of the conv kernels.
+        const char* fn = "_conv_gemm";
+        dispatch_float(a, fn, "a", [&](auto t) {
+          using T = decltype(t);
+          auto A = input<T>(a, fn, "a");
+          auto B = input<T>(b, fn, "b", "a");
+          auto C = inplace<T>(c, fn, "c", "a");
+          check_ndim(A, 2, fn, "a");
+          check_ndim(B, 2, fn, "b");
+          check_ndim(C, 2, fn, "c");
+          const index_t M = trans_a ? A.shape(1) : A.shape(0), K = trans_a ? A.shape(0) : A.shape(1);
+          const index_t N = trans_b ? B.shape(0) : B.shape(1);
+          if ((trans_b ? B.shape(1) : B.shape(0)) != K) value_error(fn, "inner dimensions differ");
+          check_shape(C, Ints{M, N}, fn, "c");
+          const T* pa = A.data();
+          const T* pb = B.data();
+          T* pc = C.mutable_data();
+          const index_t lda = std::max<index_t>(1, A.shape(1)), ldb = std::max<index_t>(1, B.shape(1));
+          py::gil_scoped_release nogil;
+          conv_serial_gemm<T>(trans_a, trans_b, M, N, K, pa, lda, pb, ldb, beta, pc, std::max<index_t>(1, N));
+        });
+      },
+      py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+      py::arg("beta") = false);
+  m.def(
       "_conv2d_plan",
       [](const Ints& x_shape, const Ints& w_shape, const Ints& stride, const Ints& padding, const Ints& dilation,
          index_t groups, int itemsize, bool backward, bool need_dw) {

@@ -100,4 +100,10 @@ template <class T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeom& g,
                      bool accumulate);
 
+// The serial GEMM per-image threads use (float32 at the avx512 level: nnkern's own AVX-512 SGEMM;
+// otherwise one OpenBLAS call). C[M,N] = (beta ? C : 0) + op(A) @ op(B). Exposed for tests.
+template <class T>
+void conv_serial_gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,
+                      const T* B, index_t ldb, bool beta, T* C, index_t ldc);
+
 }  // namespace nnkern
