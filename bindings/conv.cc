@@ -368,6 +368,7 @@ void bind_conv(py::module_& m) {
         const ConvPlan pl = conv_plan(g, static_cast<std::size_t>(itemsize), backward, need_dw);
         py::dict d;
         d["layout"] = pl.layout == ConvPlan::kNhwc ? "nhwc" : pl.layout == ConvPlan::kNchw ? "nchw" : "pointwise";
+        d["fused"] = pl.fused;
         d["per_image"] = pl.per_image;
         d["image_elems"] = pl.image_elems;
         d["block_pixels"] = pl.block_pixels;

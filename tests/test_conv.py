@@ -50,16 +50,18 @@ def random_config(rng, max_batch=4, max_channels=20, max_size=11):
         else:
             c = groups * cg
             oc = groups * int(rng.integers(1, 6))
-        if rng.random() < 0.25:  # wide inputs: exercise the channels-last column path
-            cg = int(rng.integers(16, 33))
+        if rng.random() < 0.25:  # wide inputs: exercise the channels-last column paths
+            cg = int(rng.choice([16, 17, 20, 32, 32, 32, 48]))
             groups = int(rng.choice([1, 1, 2]))
-            c, oc = groups * cg, groups * int(rng.integers(1, 9))
+            c, oc = groups * cg, groups * int(rng.integers(1, 14))
         n = int(rng.choice([1, 1, 2, 3, max_batch, 5]))
         h, w = (int(v) for v in rng.choice([1, 2, 3, 5, 7, 8, 11, 13, 16, 17], size=2))
         h, w = min(h, max_size + 6), min(w, max_size + 6)
         kh, kw = (int(v) for v in rng.choice([1, 1, 2, 3, 3, 4, 5], size=2))
         sh, sw = (int(v) for v in rng.choice([1, 1, 1, 2, 3, 5], size=2))
         dh, dw = (int(v) for v in rng.choice([1, 1, 1, 2, 3], size=2))
+        if cg >= 16 and rng.random() < 0.5:
+            dw = 1
         r = rng.random()
         if r < 0.15 and sh == sw == 1:
             padding = "same"
@@ -77,6 +79,13 @@ def random_config(rng, max_batch=4, max_channels=20, max_size=11):
                                            cfg["dilation"], groups)
         if _fits(h, kh, sh, p[0], p[1], dh) and _fits(w, kw, sw, p[2], p[3], dw):
             return cfg
+
+
+def _plan(cfg, itemsize, backward=True):
+    w_shape = (cfg["oc"], cfg["c"] // cfg["groups"], cfg["kh"], cfg["kw"])
+    sp = nk.ops.conv.normalize("t", 2, np.empty(w_shape), cfg["stride"], cfg["padding"], cfg["dilation"],
+                               cfg["groups"])
+    return nk._core._conv2d_plan((cfg["n"], cfg["c"], cfg["h"], cfg["w"]), w_shape, *sp, itemsize, backward, True)
 
 
 def make_arrays(rng, cfg, dtype, bias=True):
@@ -115,6 +124,8 @@ def test_sweep_covers_the_cases():
     assert has(lambda c: c["kh"] != c["kw"]) >= 50
     assert has(lambda c: c["kh"] == c["kw"] == 1) >= 5
     assert has(lambda c: c["c"] // c["groups"] >= 16) >= 20  # channels-last path
+    if nk.simd_level() == "avx512":  # the fused channels-last GEMMs (float32 only)
+        assert has(lambda c: _plan(c, 4)["fused"]) >= 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,11 +471,68 @@ def test_plans_cover_every_path():
     assert nk._core._gemm_split(64, 1024, 32 * 9)[0] > 1  # the N=1 case above really splits its GEMM
 
 
+FUSED_CASES = [
+    # K = 288: two K blocks of the own SGEMM; 13 output channels: a partial 12-row tile
+    dict(n=3, c=32, h=9, w=10, oc=13, kh=3, kw=3, stride=(1, 1), padding=1, dilation=(1, 1), groups=1),
+    # stride 2, row dilation, asymmetric padding, 1 output column
+    dict(n=2, c=32, h=11, w=5, oc=7, kh=2, kw=3, stride=(2, 3), padding=(2, 0), dilation=(2, 1), groups=1),
+    # 'same' with an even kernel (extra padding after), C = 16, KW = 2: runs of 32
+    dict(n=2, c=16, h=6, w=7, oc=5, kh=4, kw=2, stride=(1, 1), padding="same", dilation=(1, 1), groups=1),
+    # 41 x 41 = 1681 pixels: more than one 1536-column block of the forward GEMM
+    dict(n=2, c=32, h=41, w=41, oc=3, kh=1, kw=2, stride=(1, 1), padding=0, dilation=(1, 1), groups=1),
+    # 300 output channels: the dcol GEMM has two K blocks, each added into the dx image
+    dict(n=2, c=32, h=5, w=5, oc=300, kh=3, kw=1, stride=(1, 1), padding=(1, 0), dilation=(1, 1), groups=1),
+]
+
+
+@pytest.mark.parametrize("cfg", FUSED_CASES, ids=range(len(FUSED_CASES)))
+def test_fused_channels_last_path(cfg):
+    """float32 through the fused channels-last GEMMs (on AVX-512 machines) against float64 torch-checked maths."""
+    plan = _plan(cfg, 4)
+    if nk.simd_level() == "avx512":
+        assert plan["fused"] and plan["layout"] == "nhwc" and plan["col_elems"] == 0
+    rng = np.random.default_rng(12)
+    x, w, b = make_arrays(rng, cfg, np.float32)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    y = nk.conv2d(x, w, b, **opts(cfg))
+    k = cfg["c"] * cfg["kh"] * cfg["kw"]
+    close(y, ref.conv2d(x64, w64, b64, **opts(cfg)), np.float32, k)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = nk.conv2d_backward(dy, x, w, **opts(cfg))
+    want = ref.conv2d_backward(dy.astype(np.float64), x64, w64, **opts(cfg))
+    npix = y.shape[0] * y.shape[2] * y.shape[3]
+    close(got[0], want[0], np.float32, cfg["oc"] * cfg["kh"] * cfg["kw"])
+    close(got[1], want[1], np.float32, npix)
+    close(got[2], want[2], np.float32, npix)
+    out = nan_filled(got[0].shape, np.float32)
+    nk.conv2d_backward(dy, x, w, **opts(cfg), need_dw=False, need_db=False, dx_out=out)
+    assert_bitwise_equal(out, got[0])
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (12, 32, 16), (13, 33, 17), (11, 31, 257), (25, 65, 600), (150, 1600, 7),
+                                   (7, 3, 0)])
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_conv_gemm_edges(m, n, k, ta, tb):
+    """The per-image GEMM (nnkern's own AVX-512 SGEMM on such machines) on edge shapes, beta 0 and 1."""
+    rng = np.random.default_rng(13)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    c = nan_filled((m, n), np.float32)
+    nk._core._conv_gemm(a, b, c, ta, tb, False)
+    tol_ = 1e-5 * max(1.0, math.sqrt(k)) * 4
+    np.testing.assert_allclose(c, want, rtol=tol_, atol=tol_)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    c = c0.copy()
+    nk._core._conv_gemm(a, b, c, ta, tb, True)
+    np.testing.assert_allclose(c, want + c0, rtol=tol_, atol=tol_)
+
+
 # ---------------------------------------------------------------------------------------------
 # SIMD levels
 
 
-@pytest.mark.parametrize("cfg", [PARALLEL_CASES[0], PARALLEL_CASES[1], SWEEP[7], SWEEP[11], GRAD_CASES[4],
+@pytest.mark.parametrize("cfg", [PARALLEL_CASES[0], PARALLEL_CASES[1], SWEEP[7], SWEEP[11], GRAD_CASES[4], FUSED_CASES[1],
                                  dict(n=2, c=20, h=9, w=31, oc=5, kh=2, kw=3, stride=(1, 2), padding=(1, 2),
                                       dilation=(2, 1), groups=1)])
 def test_simd_levels(simd_level, cfg):

@@ -525,30 +525,24 @@ struct Operand {
   const float* packed;
 };
 
-// C[rows x 32 (masked)] = (beta ? C : 0) + Ap[kc][12] . Bp[kc][32]
-NNK_TARGET_AVX512 NNK_INLINE void micro_kernel(index_t kc, const float* NNK_RESTRICT Ap, const float* NNK_RESTRICT Bp,
-                                               float* C, index_t ldc, bool beta, int rows, __mmask16 m0,
-                                               __mmask16 m1) {
+// The 12 x 32 accumulator tile of the micro-kernel (24 zmm registers once inlined).
+struct Acc {
   __m512 c[MR][2];
-  for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+};
+
+// acc = Ap[kc][12] . Bp[kc][32]
+NNK_TARGET_AVX512 NNK_INLINE void micro_tile(index_t kc, const float* NNK_RESTRICT Ap, const float* NNK_RESTRICT Bp,
+                                             Acc& acc) {
+  for (int i = 0; i < MR; ++i) acc.c[i][0] = acc.c[i][1] = _mm512_setzero_ps();
   for (index_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(Bp + k * NR), b1 = _mm512_load_ps(Bp + k * NR + 16);
     const float* a = Ap + k * MR;
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
-      c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
-      c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
+      acc.c[i][0] = _mm512_fmadd_ps(ai, b0, acc.c[i][0]);
+      acc.c[i][1] = _mm512_fmadd_ps(ai, b1, acc.c[i][1]);
     }
-  }
-  for (int i = 0; i < rows; ++i) {
-    float* ci = C + i * ldc;
-    if (beta) {
-      c[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), c[i][0]);
-      c[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), c[i][1]);
-    }
-    _mm512_mask_storeu_ps(ci, m0, c[i][0]);
-    _mm512_mask_storeu_ps(ci + 16, m1, c[i][1]);
   }
 }
 
@@ -642,28 +636,66 @@ NNK_TARGET_AVX512 void pack_b_all(float* Bp, const Operand& B, index_t N, index_
   for (index_t pc = 0; pc < K; pc += KC) pack_b(Bp + pc * Np, B, N, 0, Np, pc, std::min(KC, K - pc));
 }
 
-// C[M,N] = (beta ? C : 0) + op(A)[M,K] @ op(B)[K,N] on the calling thread. Operands not packed
-// yet are packed block by block into this thread's scratch.
-NNK_TARGET_AVX512 void gemm(index_t M, index_t N, index_t K, const Operand& A, const Operand& B, bool beta, float* C,
-                            index_t ldc) {
+// Default C destination: C[(i0 + i)*ldc + j0 + j] = (beta ? C : 0) + tile.
+struct StoreC {
+  float* C;
+  index_t ldc;
+  NNK_TARGET_AVX512 NNK_INLINE void operator()(Acc& acc, index_t i0, index_t j0, int rows, __mmask16 m0, __mmask16 m1,
+                                               bool beta) const {
+    for (int i = 0; i < rows; ++i) {
+      float* ci = C + (i0 + i) * ldc + j0;
+      if (beta) {
+        acc.c[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), acc.c[i][0]);
+        acc.c[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), acc.c[i][1]);
+      }
+      _mm512_mask_storeu_ps(ci, m0, acc.c[i][0]);
+      _mm512_mask_storeu_ps(ci + 16, m1, acc.c[i][1]);
+    }
+  }
+};
+
+// Default B source: packs block (pc, jc) of op(B) into `buf`, or points into its packed copy.
+struct PackB {
+  Operand B;
+  index_t N;
+  bool needs_buffer() const { return B.packed == nullptr; }
+  NNK_TARGET_AVX512 NNK_INLINE const float* operator()(float* buf, index_t jc, index_t nc_pad, index_t pc,
+                                                       index_t kc) const {
+    if (B.packed != nullptr) return B.packed + pc * round_up(N, NR) + jc * kc;
+    pack_b(buf, B, N, jc, nc_pad, pc, kc);
+    return buf;
+  }
+};
+
+// C[M,N] = (beta ? C : 0) + op(A)[M,K] @ op(B)[K,N] on the calling thread, B produced by `bsrc`
+// block by block, tiles written by `cdst` (fused packers/stores let the conv skip its column
+// matrix). A not packed yet is packed block by block into this thread's scratch.
+template <class BSrc, class CDst>
+NNK_TARGET_AVX512 NNK_INLINE void gemm_t(index_t M, index_t N, index_t K, const Operand& A, const BSrc& bsrc, bool beta,
+                                         const CDst& cdst) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!beta) {
-      for (index_t i = 0; i < M; ++i) zero_run(C + i * ldc, N);
+    if (beta) return;
+    Acc zero;
+    for (int i = 0; i < MR; ++i) zero.c[i][0] = zero.c[i][1] = _mm512_setzero_ps();
+    for (index_t i0 = 0; i0 < M; i0 += MR) {
+      for (index_t j0 = 0; j0 < N; j0 += NR) {
+        cdst(zero, i0, j0, static_cast<int>(std::min<index_t>(MR, M - i0)), lanes(N - j0), lanes(N - j0 - 16), false);
+      }
     }
     return;
   }
   const index_t KC = block_k(K), Mp = round_up(M, MR), Np = round_up(N, NR);
   const index_t NCb = std::min(kNC, Np), MCb = std::min(kMC, Mp);
-  float* Bbuf = B.packed == nullptr ? scratch<float>(kScratch6, KC * NCb) : nullptr;
+  float* Bbuf = bsrc.needs_buffer() ? scratch<float>(kScratch6, KC * NCb) : nullptr;
   float* Abuf = A.packed == nullptr ? scratch<float>(kScratch7, KC * MCb) : nullptr;
+  Acc acc;
   for (index_t jc = 0; jc < N; jc += NCb) {
     const index_t nc = std::min(NCb, N - jc), nc_pad = round_up(nc, NR);
     for (index_t pc = 0; pc < K; pc += KC) {
       const index_t kc = std::min(KC, K - pc);
       const bool beta_blk = beta || pc > 0;
-      const float* Bp = B.packed != nullptr ? B.packed + pc * Np + jc * kc : Bbuf;
-      if (B.packed == nullptr) pack_b(Bbuf, B, N, jc, nc_pad, pc, kc);
+      const float* Bp = bsrc(Bbuf, jc, nc_pad, pc, kc);
       for (index_t ic = 0; ic < M; ic += MCb) {
         const index_t mc = std::min(MCb, M - ic), mc_pad = round_up(mc, MR);
         const float* Ap = A.packed != nullptr ? A.packed + pc * Mp + ic * kc : Abuf;
@@ -673,8 +705,8 @@ NNK_TARGET_AVX512 void gemm(index_t M, index_t N, index_t K, const Operand& A, c
           const __mmask16 m0 = lanes(cols), m1 = lanes(cols - 16);
           const float* bp = Bp + jr * kc;
           for (index_t ir = 0; ir < mc; ir += MR) {
-            const int rows = static_cast<int>(std::min<index_t>(MR, mc - ir));
-            micro_kernel(kc, Ap + ir * kc, bp, C + (ic + ir) * ldc + jc + jr, ldc, beta_blk, rows, m0, m1);
+            micro_tile(kc, Ap + ir * kc, bp, acc);
+            cdst(acc, ic + ir, jc + jr, static_cast<int>(std::min<index_t>(MR, mc - ir)), m0, m1, beta_blk);
           }
         }
       }
@@ -682,7 +714,148 @@ NNK_TARGET_AVX512 void gemm(index_t M, index_t N, index_t K, const Operand& A, c
   }
 }
 
+NNK_TARGET_AVX512 void gemm(index_t M, index_t N, index_t K, const Operand& A, const Operand& B, bool beta, float* C,
+                            index_t ldc) {
+  gemm_t(M, N, K, A, PackB{B, N}, beta, StoreC{C, ldc});
+}
+
 }  // namespace sgemm
+
+// Fused channels-last GEMMs (own SGEMM, G == 1, DW == 1, KW*C a multiple of 32): the column
+// matrix is never written. The forward and dW GEMMs pack their B blocks straight from the padded
+// channels-last image, and the dcol GEMM adds its tiles straight into the padded dx image.
+//
+// Column index k = ki*run + r (run = KW*C) of pixel p lives at xt[base(p) + off(k)].
+struct NhwcMap {
+  index_t OW, SH, SW, Wp, C, run, row_step;  // row_step = DH*Wp*C
+  index_t p0;                                // first pixel of the GEMM's pixel range
+  NNK_INLINE index_t base(index_t q) const {
+    const index_t p = p0 + q, oh = p / OW, ow = p - oh * OW;
+    return (oh * SH * Wp + ow * SW) * C;
+  }
+  NNK_INLINE index_t off(index_t k) const {
+    const index_t ki = k / run;
+    return ki * row_step + (k - ki * run);
+  }
+};
+
+inline NhwcMap nhwc_map(const ConvGeom& g, index_t Wp, index_t p0) {
+  return {g.OW, g.SH, g.SW, Wp, g.C, g.KW * g.C, g.DH * Wp * g.C, p0};
+}
+
+// Whether a channels-last problem can take the fused path (float at the avx512 level).
+inline bool nhwc_fusable(const ConvGeom& g) {
+  return g.G == 1 && g.DW == 1 && (g.KW * g.C) % 32 == 0 && sgemm::block_k(g.K()) % 16 == 0;
+}
+
+// Forward: B = col^T (K = Kg column indices, N = pixels), Bp[k][32 pixels]: 16 pixels x 16
+// channels loaded from xt and transposed in registers.
+struct FwdPackB {
+  const float* xt;
+  NhwcMap m;
+  index_t N;
+  bool needs_buffer() const { return true; }
+  NNK_TARGET_AVX512 NNK_INLINE const float* operator()(float* buf, index_t jc, index_t nc_pad, index_t pc,
+                                                       index_t kc) const {
+    using V = Tile<float>::Vec;
+    for (index_t jp = 0; jp < nc_pad; jp += sgemm::NR) {
+      float* dst = buf + jp * kc;
+      for (index_t jj = 0; jj < sgemm::NR; jj += 16) {
+        const index_t q0 = jc + jp + jj;
+        const index_t count = std::clamp<index_t>(N - q0, 0, 16);
+        index_t bases[16];
+        for (index_t t = 0; t < count; ++t) bases[t] = m.base(q0 + t);
+        for (index_t k0 = 0; k0 < kc; k0 += 16) {  // kc % 16 == 0 and runs hold whole 16-blocks
+          const index_t off = m.off(pc + k0);
+          V v[16];
+          for (index_t t = 0; t < 16; ++t) {
+            const __m512 r = t < count ? _mm512_loadu_ps(xt + bases[t] + off) : _mm512_setzero_ps();
+            __builtin_memcpy(&v[t], &r, sizeof(r));
+          }
+          tile_stage<float, 8>(v);
+          tile_stage<float, 4>(v);
+          tile_stage<float, 2>(v);
+          tile_stage<float, 1>(v);
+          for (index_t r = 0; r < 16; ++r) __builtin_memcpy(dst + (k0 + r) * sgemm::NR + jj, &v[r], sizeof(v[r]));
+        }
+      }
+    }
+    return buf;
+  }
+};
+
+// dW: B = col (K = pixels, N = Kg column indices), Bp[pixel][32 column indices]: one run of 32
+// contiguous channels-last values per pixel.
+struct DwPackB {
+  const float* xt;
+  NhwcMap m;
+  index_t N;
+  bool needs_buffer() const { return true; }
+  NNK_TARGET_AVX512 NNK_INLINE const float* operator()(float* buf, index_t jc, index_t nc_pad, index_t pc,
+                                                       index_t kc) const {
+    index_t bases[sgemm::kMaxKC];
+    for (index_t kk = 0; kk < kc; ++kk) bases[kk] = m.base(pc + kk);
+    for (index_t jp = 0; jp < nc_pad; jp += sgemm::NR) {
+      float* dst = buf + jp * kc;
+      const index_t cols = std::min<index_t>(sgemm::NR, N - jc - jp);
+      const __mmask16 m0 = sgemm::lanes(cols), m1 = sgemm::lanes(cols - 16);
+      const float* src = xt + (cols > 0 ? m.off(jc + jp) : 0);
+      for (index_t kk = 0; kk < kc; ++kk) {
+        _mm512_store_ps(dst + kk * sgemm::NR, _mm512_maskz_loadu_ps(m0, src + bases[kk]));
+        _mm512_store_ps(dst + kk * sgemm::NR + 16, _mm512_maskz_loadu_ps(m1, src + bases[kk] + 16));
+      }
+    }
+    return buf;
+  }
+};
+
+// dcol: C = dcol (M = pixels, N = Kg column indices); every tile row is added into the padded dx
+// image at its pixel's window (overlapping windows add up in turn: one thread owns dxt).
+struct DcolStore {
+  float* dxt;
+  NhwcMap m;
+  NNK_TARGET_AVX512 NNK_INLINE void operator()(sgemm::Acc& acc, index_t i0, index_t j0, int rows, __mmask16 m0,
+                                               __mmask16 m1, bool /*beta: always added*/) const {
+    float* d0 = dxt + m.off(j0);
+    for (int i = 0; i < rows; ++i) {
+      float* d = d0 + m.base(i0 + i);
+      _mm512_mask_storeu_ps(d, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, d), acc.c[i][0]));
+      _mm512_mask_storeu_ps(d + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, d + 16), acc.c[i][1]));
+    }
+  }
+};
+
+// The three fused GEMMs (float only; T = double never takes the fused path).
+template <class T>
+NNK_TARGET_AVX512 void fused_forward(T* y, index_t ldy, const T* xt, const NhwcMap& m, const T* w, const T* wpk, index_t OC, index_t np,
+                   index_t K, bool beta) {
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm::gemm_t(OC, np, K, sgemm::Operand{w, K, false, wpk}, FwdPackB{xt, m, np}, beta, sgemm::StoreC{y, ldy});
+  } else {
+    NNK_ASSERT(false);
+  }
+}
+
+template <class T>
+NNK_TARGET_AVX512 void fused_dw(T* dw, const T* dy, index_t ldy, const T* xt, const NhwcMap& m, index_t OC, index_t np, index_t K,
+              bool beta) {
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm::gemm_t(OC, K, np, sgemm::Operand{dy, ldy, false, nullptr}, DwPackB{xt, m, K}, beta, sgemm::StoreC{dw, K});
+  } else {
+    NNK_ASSERT(false);
+  }
+}
+
+template <class T>
+NNK_TARGET_AVX512 void fused_dcol(T* dxt, const NhwcMap& m, const T* dy, index_t ldy, const T* w, const T* wpk, index_t OC, index_t np,
+                index_t K) {
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm::gemm_t(np, K, OC, sgemm::Operand{dy, ldy, true, nullptr}, sgemm::PackB{{w, K, false, wpk}, K}, false,
+                  DcolStore{dxt, m});
+  } else {
+    NNK_ASSERT(false);
+  }
+}
 
 // Float at the avx512 level can use the own SGEMM (the other levels and float64: OpenBLAS).
 template <class T>
@@ -872,7 +1045,10 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
     }
   }
 
-  if (pl.layout == ConvPlan::kPointwise || P == 0) {
+  pl.fused = pl.layout == ConvPlan::kNhwc && elem_size == sizeof(float) && simd::level() == simd::kAvx512 &&
+             nhwc_fusable(g);
+
+  if (pl.layout == ConvPlan::kPointwise || pl.fused || P == 0) {
     pl.block_pixels = std::max<index_t>(P, 1);
     pl.col_elems = 0;
   } else {
@@ -985,6 +1161,11 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
     if (nhwc) to_padded_nhwc(xt, xn, &g, pd.Hp, pd.Wp);
     for (index_t p0 = 0; p0 < P; p0 += pl.block_pixels) {
       const index_t p1 = std::min(P, p0 + pl.block_pixels), np = p1 - p0;
+      if (nhwc && pl.fused) {
+        fused_forward(yn + p0, P, static_cast<const T*>(xt), nhwc_map(g, pd.Wp, p0), wk, wpk_of(0), OCg, np, Kg,
+                      beta != T(0));
+        continue;
+      }
       if (nhwc) {
         gather_nhwc(col, static_cast<const T*>(xt), &g, pd.Wp, p0, p1);  // col [np, K]
         for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
@@ -1093,7 +1274,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       if (dwt != nullptr) {
         // dW_g += dy_g[:, block] @ col_g^T
         const T beta = dw_beta;
-        if (nhwc) {
+        if (nhwc && pl.fused) {
+          fused_dw(dwt, dyn + p0, P, static_cast<const T*>(xt), nhwc_map(g, pd.Wp, p0), OCg, np, Kg, beta != T(0));
+        } else if (nhwc) {
           gather_nhwc(col, static_cast<const T*>(xt), &g, pd.Wp, p0, p1);  // col [np, K]
           for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
             mm(false, false, OCg, Kg, np, dyn + grp * OCg * P + p0, P, col + grp * Kg, K, beta, dwt + grp * OCg * Kg,
@@ -1117,7 +1300,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       if (dxn != nullptr) {
         // dcol_g = W_g^T @ dy_g[:, block] into the column buffer (free again), then scattered
         // back. Pointwise: dx_g[:, block] = W_g^T @ dy_g[:, block] directly.
-        if (nhwc) {
+        if (nhwc && pl.fused) {
+          fused_dcol(dxt, nhwc_map(g, pd.Wp, p0), dyn + p0, P, wk, wpk_of(0), OCg, np, Kg);
+        } else if (nhwc) {
           for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
             mm(true, false, np, Kg, OCg, dyn + grp * OCg * P + p0, P, wk + grp * OCg * Kg, Kg, T(0), col + grp * Kg, K,
                nullptr, wpk_of(grp));

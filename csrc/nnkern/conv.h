@@ -69,6 +69,8 @@ struct ConvPlan {
   // or none (pointwise: the image is its own column matrix).
   enum Layout { kNchw, kNhwc, kPointwise };
   Layout layout;
+  bool fused;             // channels-last with nnkern's AVX-512 SGEMM packing straight from the
+                          // image copy and adding straight into the dx copy: no column matrix
   bool per_image;         // threads over images (else: images in turn, GEMMs split by gemm())
   index_t block_pixels;   // pixels of one image per column block (== P unless capped)
   index_t col_elems;      // scratch elements of one block's columns (0 for pointwise)
