@@ -53,7 +53,7 @@ def random_config(rng, max_batch=4, max_channels=20, max_size=11):
         if rng.random() < 0.25:  # wide inputs: exercise the channels-last column paths
             cg = int(rng.choice([16, 17, 20, 32, 32, 32, 48]))
             groups = int(rng.choice([1, 1, 2]))
-            c, oc = groups * cg, groups * int(rng.integers(1, 14))
+            c, oc = groups * cg, groups * int(rng.integers(1, 24))
         n = int(rng.choice([1, 1, 2, 3, max_batch, 5]))
         h, w = (int(v) for v in rng.choice([1, 2, 3, 5, 7, 8, 11, 13, 16, 17], size=2))
         h, w = min(h, max_size + 6), min(w, max_size + 6)
@@ -124,8 +124,6 @@ def test_sweep_covers_the_cases():
     assert has(lambda c: c["kh"] != c["kw"]) >= 50
     assert has(lambda c: c["kh"] == c["kw"] == 1) >= 5
     assert has(lambda c: c["c"] // c["groups"] >= 16) >= 20  # channels-last path
-    if nk.simd_level() == "avx512":  # the fused channels-last GEMMs (float32 only)
-        assert has(lambda c: _plan(c, 4)["fused"]) >= 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,6 +453,11 @@ def test_thread_count_invariance(cfg, dtype):
     close(results[0][0], ref.conv2d(x, w, b, **opts(cfg)), dtype, 300)
 
 
+@pytest.mark.skipif(nk._core._detected_simd_level() != "avx512", reason="the fused path needs AVX-512")
+def test_fused_sweep_is_fused():
+    assert sum(_plan(c, 4)["fused"] for c in FUSED_SWEEP) >= 24
+
+
 def test_plans_cover_every_path():
     """The cases above (and the sweep) really reach the layouts and modes they are meant to."""
     def plan(x_shape, w_shape, s=1, p=1, n_dims=2, backward=True):
@@ -472,24 +475,50 @@ def test_plans_cover_every_path():
 
 
 FUSED_CASES = [
-    # K = 288: two K blocks of the own SGEMM; 13 output channels: a partial 12-row tile
-    dict(n=3, c=32, h=9, w=10, oc=13, kh=3, kw=3, stride=(1, 1), padding=1, dilation=(1, 1), groups=1),
+    # K = 288: two K blocks of the own SGEMM; 17 output channels: a partial 12-row tile
+    dict(n=3, c=32, h=9, w=10, oc=17, kh=3, kw=3, stride=(1, 1), padding=1, dilation=(1, 1), groups=1),
     # stride 2, row dilation, asymmetric padding, 1 output column
-    dict(n=2, c=32, h=11, w=5, oc=7, kh=2, kw=3, stride=(2, 3), padding=(2, 0), dilation=(2, 1), groups=1),
+    dict(n=2, c=32, h=70, w=5, oc=19, kh=2, kw=3, stride=(2, 3), padding=(2, 0), dilation=(2, 1), groups=1),
     # 'same' with an even kernel (extra padding after), C = 16, KW = 2: runs of 32
-    dict(n=2, c=16, h=6, w=7, oc=5, kh=4, kw=2, stride=(1, 1), padding="same", dilation=(1, 1), groups=1),
+    dict(n=2, c=16, h=6, w=7, oc=21, kh=4, kw=2, stride=(1, 1), padding="same", dilation=(1, 1), groups=1),
     # 41 x 41 = 1681 pixels: more than one 1536-column block of the forward GEMM
-    dict(n=2, c=32, h=41, w=41, oc=3, kh=1, kw=2, stride=(1, 1), padding=0, dilation=(1, 1), groups=1),
+    dict(n=2, c=32, h=41, w=41, oc=16, kh=1, kw=2, stride=(1, 1), padding=0, dilation=(1, 1), groups=1),
     # 300 output channels: the dcol GEMM has two K blocks, each added into the dx image
-    dict(n=2, c=32, h=5, w=5, oc=300, kh=3, kw=1, stride=(1, 1), padding=(1, 0), dilation=(1, 1), groups=1),
+    dict(n=2, c=32, h=8, w=5, oc=300, kh=3, kw=1, stride=(1, 1), padding=(1, 0), dilation=(1, 1), groups=1),
 ]
 
 
-@pytest.mark.parametrize("cfg", FUSED_CASES, ids=range(len(FUSED_CASES)))
+def random_fused_config(rng):
+    """Dense convolutions wide enough for the fused channels-last GEMMs: G = 1, column dilation 1,
+    KW*C a multiple of 32, at least 16 output channels and 32 output pixels."""
+    while True:
+        c = int(rng.choice([16, 32, 48, 64]))
+        kw = int(rng.choice([2, 4])) if c == 16 else int(rng.integers(1, 5))
+        kh = int(rng.integers(1, 5))
+        sh, sw = int(rng.choice([1, 1, 2, 3])), int(rng.choice([1, 1, 2]))
+        dh = int(rng.choice([1, 1, 2]))
+        padding = "same" if (sh == sw == 1 and rng.random() < 0.3) else (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        cfg = dict(n=int(rng.choice([2, 3])), c=c, h=int(rng.integers(5, 22)), w=int(rng.integers(5, 22)),
+                   oc=int(rng.integers(16, 41)), kh=kh, kw=kw, stride=(sh, sw), padding=padding, dilation=(dh, 1),
+                   groups=1)
+        _, p, _, _ = nk.ops.conv.normalize("t", 2, np.empty((cfg["oc"], c, kh, kw)), cfg["stride"], padding,
+                                           cfg["dilation"], 1)
+        if not (_fits(cfg["h"], kh, sh, p[0], p[1], dh) and _fits(cfg["w"], kw, sw, p[2], p[3], 1)):
+            continue
+        oh = (cfg["h"] + p[0] + p[1] - dh * (kh - 1) - 1) // sh + 1
+        ow = (cfg["w"] + p[2] + p[3] - kw) // sw + 1
+        if oh * ow >= 32:
+            return cfg
+
+
+FUSED_SWEEP = [random_fused_config(np.random.default_rng(3000 + i)) for i in range(30)]
+
+
+@pytest.mark.parametrize("cfg", FUSED_CASES + FUSED_SWEEP, ids=range(len(FUSED_CASES) + len(FUSED_SWEEP)))
 def test_fused_channels_last_path(cfg):
     """float32 through the fused channels-last GEMMs (on AVX-512 machines) against float64 torch-checked maths."""
     plan = _plan(cfg, 4)
-    if nk.simd_level() == "avx512":
+    if nk.simd_level() == "avx512" and cfg in FUSED_CASES:
         assert plan["fused"] and plan["layout"] == "nhwc" and plan["col_elems"] == 0
     rng = np.random.default_rng(12)
     x, w, b = make_arrays(rng, cfg, np.float32)

@@ -636,10 +636,12 @@ NNK_TARGET_AVX512 void pack_b_all(float* Bp, const Operand& B, index_t N, index_
   for (index_t pc = 0; pc < K; pc += KC) pack_b(Bp + pc * Np, B, N, 0, Np, pc, std::min(KC, K - pc));
 }
 
-// Default C destination: C[(i0 + i)*ldc + j0 + j] = (beta ? C : 0) + tile.
+// Default C destination: C[(i0 + i)*ldc + j0 + j] = (beta ? C : row_bias[i0 + i] or 0) + tile.
+// (A bias per row lets the forward skip a separate pass over y.)
 struct StoreC {
   float* C;
   index_t ldc;
+  const float* row_bias = nullptr;
   NNK_TARGET_AVX512 NNK_INLINE void operator()(Acc& acc, index_t i0, index_t j0, int rows, __mmask16 m0, __mmask16 m1,
                                                bool beta) const {
     for (int i = 0; i < rows; ++i) {
@@ -647,6 +649,10 @@ struct StoreC {
       if (beta) {
         acc.c[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), acc.c[i][0]);
         acc.c[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), acc.c[i][1]);
+      } else if (row_bias != nullptr) {
+        const __m512 bi = _mm512_set1_ps(row_bias[i0 + i]);
+        acc.c[i][0] = _mm512_add_ps(bi, acc.c[i][0]);
+        acc.c[i][1] = _mm512_add_ps(bi, acc.c[i][1]);
       }
       _mm512_mask_storeu_ps(ci, m0, acc.c[i][0]);
       _mm512_mask_storeu_ps(ci + 16, m1, acc.c[i][1]);
@@ -715,11 +721,15 @@ NNK_TARGET_AVX512 NNK_INLINE void gemm_t(index_t M, index_t N, index_t K, const 
 }
 
 NNK_TARGET_AVX512 void gemm(index_t M, index_t N, index_t K, const Operand& A, const Operand& B, bool beta, float* C,
-                            index_t ldc) {
-  gemm_t(M, N, K, A, PackB{B, N}, beta, StoreC{C, ldc});
+                            index_t ldc, const float* row_bias = nullptr) {
+  gemm_t(M, N, K, A, PackB{B, N}, beta, StoreC{C, ldc, row_bias});
 }
 
 }  // namespace sgemm
+
+// Products too thin for a 12 x 32 tile or too short in K are left to OpenBLAS's small-matrix
+// kernels (measured: digits' 8 x 25 x 576 dW GEMM runs 2x faster there).
+inline bool own_gemm_fits(index_t M, index_t N, index_t K) { return M >= 16 && N >= 32 && K >= 16; }
 
 // Fused channels-last GEMMs (own SGEMM, G == 1, DW == 1, KW*C a multiple of 32): the column
 // matrix is never written. The forward and dW GEMMs pack their B blocks straight from the padded
@@ -745,7 +755,8 @@ inline NhwcMap nhwc_map(const ConvGeom& g, index_t Wp, index_t p0) {
 
 // Whether a channels-last problem can take the fused path (float at the avx512 level).
 inline bool nhwc_fusable(const ConvGeom& g) {
-  return g.G == 1 && g.DW == 1 && (g.KW * g.C) % 32 == 0 && sgemm::block_k(g.K()) % 16 == 0;
+  return g.G == 1 && g.DW == 1 && (g.KW * g.C) % 32 == 0 && sgemm::block_k(g.K()) % 16 == 0 &&
+         own_gemm_fits(g.OC, g.P(), g.K()) && own_gemm_fits(g.OC, g.K(), g.P()) && own_gemm_fits(g.P(), g.K(), g.OC);
 }
 
 // Forward: B = col^T (K = Kg column indices, N = pixels), Bp[k][32 pixels]: 16 pixels x 16
@@ -828,9 +839,10 @@ struct DcolStore {
 // The three fused GEMMs (float only; T = double never takes the fused path).
 template <class T>
 NNK_TARGET_AVX512 void fused_forward(T* y, index_t ldy, const T* xt, const NhwcMap& m, const T* w, const T* wpk, index_t OC, index_t np,
-                   index_t K, bool beta) {
+                   index_t K, const T* bias) {
   if constexpr (std::is_same_v<T, float>) {
-    sgemm::gemm_t(OC, np, K, sgemm::Operand{w, K, false, wpk}, FwdPackB{xt, m, np}, beta, sgemm::StoreC{y, ldy});
+    sgemm::gemm_t(OC, np, K, sgemm::Operand{w, K, false, wpk}, FwdPackB{xt, m, np}, false,
+                  sgemm::StoreC{y, ldy, bias});
   } else {
     NNK_ASSERT(false);
   }
@@ -863,6 +875,7 @@ bool own_gemm_available() {
   if constexpr (std::is_same_v<T, float>) return simd::level() == simd::kAvx512;
   return false;
 }
+
 
 // Packs a weight operand once per call for the own SGEMM: as A (M = rows) or as B (N = rows).
 template <class T>
@@ -916,13 +929,15 @@ struct Mm {
   bool own;
   bool split;
   void operator()(bool ta, bool tb, index_t M, index_t N, index_t K, const T* A, index_t lda, const T* B,
-                  index_t ldb, T beta, T* C, index_t ldc, const T* Apk = nullptr, const T* Bpk = nullptr) const {
+                  index_t ldb, T beta, T* C, index_t ldc, const T* Apk = nullptr, const T* Bpk = nullptr,
+                  const T* row_bias = nullptr) const {
     if constexpr (std::is_same_v<T, float>) {
       if (own) {
-        sgemm::gemm(M, N, K, {A, lda, ta, Apk}, {B, ldb, tb, Bpk}, beta != T(0), C, ldc);
+        sgemm::gemm(M, N, K, {A, lda, ta, Apk}, {B, ldb, tb, Bpk}, beta != T(0), C, ldc, row_bias);
         return;
       }
     }
+    NNK_ASSERT(row_bias == nullptr);
     if (split) {
       gemm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc);
     } else {
@@ -1121,7 +1136,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
   const PaddedDims pd = padded_dims(g);
   // Channels-last columns pair with the weight in (OC, KH, KW, Cg) order; the own SGEMM takes it
   // packed as A. Both made once per call, shared read-only by the threads.
-  const bool own = pl.per_image && own_gemm_available<T>();
+  const bool own = pl.per_image && own_gemm_available<T>() && own_gemm_fits(OCg, pl.block_pixels, Kg);
   // (offsets in whole cache lines: packed panels are read and written with aligned vector moves)
   const index_t wt_elems = nhwc ? sgemm::round_up(g.OC * Kg, 16) : 0;
   const index_t wpk_stride = own ? sgemm::round_up(sgemm::packed_a_size(OCg, Kg), 16) : 0;
@@ -1145,11 +1160,14 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
   // One image: y_n = bias rows, then for every column block y_n[g-rows, block] += W_g @ col_g
   // (GEMM beta = 1: no separate zeroing or bias pass over y). `col` (and `xt` for channels-last)
   // are this thread's scratch.
-  const T beta = b != nullptr ? T(1) : T(0);
+  // The own SGEMM adds the bias in its first store instead (row_bias, beta = 0).
+  const bool bias_in_gemm = own && b != nullptr;
+  const T beta = b != nullptr && !bias_in_gemm ? T(1) : T(0);
+  auto bias_of = [&](index_t grp) -> const T* { return bias_in_gemm ? b + grp * OCg : nullptr; };
   auto image = [&](index_t n, T* col, T* xt, bool split) {
     const T* xn = x + n * CHW;
     T* yn = y + n * OCP;
-    if (b != nullptr) {
+    if (b != nullptr && !bias_in_gemm) {
       if (split) {
         parallel_for(
             g.OC, std::max<index_t>(1, 65536 / P), [&](index_t r0, index_t r1) { fill_bias(yn, b, r0, r1, P); },
@@ -1163,14 +1181,14 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
       const index_t p1 = std::min(P, p0 + pl.block_pixels), np = p1 - p0;
       if (nhwc && pl.fused) {
         fused_forward(yn + p0, P, static_cast<const T*>(xt), nhwc_map(g, pd.Wp, p0), wk, wpk_of(0), OCg, np, Kg,
-                      beta != T(0));
+                      bias_of(0));
         continue;
       }
       if (nhwc) {
         gather_nhwc(col, static_cast<const T*>(xt), &g, pd.Wp, p0, p1);  // col [np, K]
         for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
           mm(false, true, OCg, np, Kg, wk + grp * OCg * Kg, Kg, col + grp * Kg, K, beta, yn + grp * OCg * P + p0, P,
-             wpk_of(grp));
+             wpk_of(grp), nullptr, bias_of(grp));
         });
         continue;
       }
@@ -1183,7 +1201,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
       }
       for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
         mm(false, false, OCg, np, Kg, wk + grp * OCg * Kg, Kg, cols + grp * Kg * ld, ld, beta,
-           yn + grp * OCg * P + p0, P, wpk_of(grp));
+           yn + grp * OCg * P + p0, P, wpk_of(grp), nullptr, bias_of(grp));
       });
     }
   };
@@ -1222,11 +1240,13 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const PaddedDims pd = padded_dims(g);
   // dcol = W^T dy: channels-last pairs with the weight in (OC, KH, KW, Cg) order (B of the GEMM),
   // NCHW with W^T (A). The own SGEMM takes that operand packed once per call.
-  const bool own = pl.per_image && own_gemm_available<T>();
-  const bool need_wk = dx != nullptr && (nhwc || own);
-  // (offsets in whole cache lines: packed panels are read and written with aligned vector moves)
+  const bool own_ok = pl.per_image && own_gemm_available<T>();
+  const index_t bp = pl.block_pixels;
+  const bool own_dw = own_ok && own_gemm_fits(OCg, Kg, bp);
+  const bool own_dx = own_ok && (nhwc ? own_gemm_fits(bp, Kg, OCg) : own_gemm_fits(Kg, bp, OCg));
+  const bool need_wk = dx != nullptr && (nhwc || own_dx);
   const index_t wt_elems = nhwc && dx != nullptr ? sgemm::round_up(WN, 16) : 0;
-  const index_t wpk_stride = !(own && dx != nullptr) ? 0
+  const index_t wpk_stride = !(own_dx && dx != nullptr) ? 0
                              : sgemm::round_up(nhwc ? sgemm::packed_b_size(Kg, OCg) : sgemm::packed_a_size(Kg, OCg), 16);
   const T* wk = w;
   const T* wpk = nullptr;
@@ -1278,7 +1298,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           fused_dw(dwt, dyn + p0, P, static_cast<const T*>(xt), nhwc_map(g, pd.Wp, p0), OCg, np, Kg, beta != T(0));
         } else if (nhwc) {
           gather_nhwc(col, static_cast<const T*>(xt), &g, pd.Wp, p0, p1);  // col [np, K]
-          for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
+          for_groups<T>(g, split, own_dw, [&](index_t grp, const Mm<T>& mm) {
             mm(false, false, OCg, Kg, np, dyn + grp * OCg * P + p0, P, col + grp * Kg, K, beta, dwt + grp * OCg * Kg,
                Kg);
           });
@@ -1290,7 +1310,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             cols = col;
             ld = np;
           }
-          for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
+          for_groups<T>(g, split, own_dw, [&](index_t grp, const Mm<T>& mm) {
             mm(false, true, OCg, Kg, np, dyn + grp * OCg * P + p0, P, cols + grp * Kg * ld, ld, beta,
                dwt + grp * OCg * Kg, Kg);
           });
@@ -1303,7 +1323,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         if (nhwc && pl.fused) {
           fused_dcol(dxt, nhwc_map(g, pd.Wp, p0), dyn + p0, P, wk, wpk_of(0), OCg, np, Kg);
         } else if (nhwc) {
-          for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
+          for_groups<T>(g, split, own_dx, [&](index_t grp, const Mm<T>& mm) {
             mm(true, false, np, Kg, OCg, dyn + grp * OCg * P + p0, P, wk + grp * OCg * Kg, Kg, T(0), col + grp * Kg, K,
                nullptr, wpk_of(grp));
           });
@@ -1311,7 +1331,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         } else {
           T* dcol = pw ? dxn + p0 : col;
           const index_t ld = pw ? P : np;
-          for_groups<T>(g, split, own, [&](index_t grp, const Mm<T>& mm) {
+          for_groups<T>(g, split, own_dx, [&](index_t grp, const Mm<T>& mm) {
             mm(true, false, Kg, np, OCg, wk + grp * OCg * Kg, Kg, dyn + grp * OCg * P + p0, P, T(0),
                dcol + grp * Kg * ld, ld, wpk_of(grp));
           });
