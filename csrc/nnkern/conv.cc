@@ -636,6 +636,13 @@ NNK_TARGET_AVX512 void pack_b_all(float* Bp, const Operand& B, index_t N, index_
   for (index_t pc = 0; pc < K; pc += KC) pack_b(Bp + pc * Np, B, N, 0, Np, pc, std::min(KC, K - pc));
 }
 
+// B blocks (KC x NC) stay under 1/16 of the workspace limit. NC only changes how often blocks of
+// A are packed, never the arithmetic, so results do not depend on it.
+inline index_t nc_cap(index_t KC) {
+  const index_t bytes = static_cast<index_t>(std::min<std::size_t>(workspace_limit(), std::size_t{1} << 40)) / 16;
+  return std::max<index_t>(NR, bytes / (KC * static_cast<index_t>(sizeof(float))) / NR * NR);
+}
+
 // Default C destination: C[(i0 + i)*ldc + j0 + j] = (beta ? C : row_bias[i0 + i] or 0) + tile.
 // (A bias per row lets the forward skip a separate pass over y.)
 struct StoreC {
@@ -692,7 +699,7 @@ NNK_TARGET_AVX512 NNK_INLINE void gemm_t(index_t M, index_t N, index_t K, const 
     return;
   }
   const index_t KC = block_k(K), Mp = round_up(M, MR), Np = round_up(N, NR);
-  const index_t NCb = std::min(kNC, Np), MCb = std::min(kMC, Mp);
+  const index_t NCb = std::min({kNC, Np, nc_cap(KC)}), MCb = std::min(kMC, Mp);
   float* Bbuf = bsrc.needs_buffer() ? scratch<float>(kScratch6, KC * NCb) : nullptr;
   float* Abuf = A.packed == nullptr ? scratch<float>(kScratch7, KC * MCb) : nullptr;
   Acc acc;
@@ -732,8 +739,9 @@ NNK_TARGET_AVX512 void gemm(index_t M, index_t N, index_t K, const Operand& A, c
 inline bool own_gemm_fits(index_t M, index_t N, index_t K) { return M >= 16 && N >= 32 && K >= 16; }
 
 // Fused channels-last GEMMs (own SGEMM, G == 1, DW == 1, KW*C a multiple of 32): the column
-// matrix is never written. The forward and dW GEMMs pack their B blocks straight from the padded
-// channels-last image, and the dcol GEMM adds its tiles straight into the padded dx image.
+// matrix is never written. The forward GEMM packs its B blocks straight from the padded
+// channels-last image, the dW GEMM reads its B rows there without packing, and the dcol GEMM adds
+// its tiles straight into the padded dx image.
 //
 // Column index k = ki*run + r (run = KW*C) of pixel p lives at xt[base(p) + off(k)].
 struct NhwcMap {
@@ -795,30 +803,52 @@ struct FwdPackB {
   }
 };
 
-// dW: B = col (K = pixels, N = Kg column indices), Bp[pixel][32 column indices]: one run of 32
-// contiguous channels-last values per pixel.
-struct DwPackB {
-  const float* xt;
-  NhwcMap m;
-  index_t N;
-  bool needs_buffer() const { return true; }
-  NNK_TARGET_AVX512 NNK_INLINE const float* operator()(float* buf, index_t jc, index_t nc_pad, index_t pc,
-                                                       index_t kc) const {
-    index_t bases[sgemm::kMaxKC];
-    for (index_t kk = 0; kk < kc; ++kk) bases[kk] = m.base(pc + kk);
-    for (index_t jp = 0; jp < nc_pad; jp += sgemm::NR) {
-      float* dst = buf + jp * kc;
-      const index_t cols = std::min<index_t>(sgemm::NR, N - jc - jp);
-      const __mmask16 m0 = sgemm::lanes(cols), m1 = sgemm::lanes(cols - 16);
-      const float* src = xt + (cols > 0 ? m.off(jc + jp) : 0);
-      for (index_t kk = 0; kk < kc; ++kk) {
-        _mm512_store_ps(dst + kk * sgemm::NR, _mm512_maskz_loadu_ps(m0, src + bases[kk]));
-        _mm512_store_ps(dst + kk * sgemm::NR + 16, _mm512_maskz_loadu_ps(m1, src + bases[kk] + 16));
+// dW without packing B: acc = Ap[kc][12] . B, where row k of the 32-column B panel is the run
+// rows[k] + off of the channels-last image (one pixel's 32 consecutive column values).
+NNK_TARGET_AVX512 NNK_INLINE void micro_tile_rows(index_t kc, const float* NNK_RESTRICT Ap, const float* const* rows,
+                                                  index_t off, __mmask16 m0, __mmask16 m1, sgemm::Acc& acc) {
+  for (int i = 0; i < sgemm::MR; ++i) acc.c[i][0] = acc.c[i][1] = _mm512_setzero_ps();
+  for (index_t k = 0; k < kc; ++k) {
+    const float* br = rows[k] + off;
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, br), b1 = _mm512_maskz_loadu_ps(m1, br + 16);
+    const float* a = Ap + k * sgemm::MR;
+#pragma GCC unroll 12
+    for (int i = 0; i < sgemm::MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      acc.c[i][0] = _mm512_fmadd_ps(ai, b0, acc.c[i][0]);
+      acc.c[i][1] = _mm512_fmadd_ps(ai, b1, acc.c[i][1]);
+    }
+  }
+}
+
+// dW [OC, K] = (beta ? dW : 0) + dy [OC, np] @ col [np, K], col read straight from xt. Same
+// blocking and summation order as sgemm::gemm_t.
+NNK_TARGET_AVX512 void dw_from_image(float* dw, const float* dy, index_t ldy, const float* xt, const NhwcMap& m,
+                                     index_t OC, index_t np, index_t K, bool beta) {
+  using namespace sgemm;
+  const index_t KC = block_k(np), MCb = std::min(kMC, round_up(OC, MR));
+  float* Abuf = scratch<float>(kScratch7, KC * MCb);
+  const float* rows[kMaxKC];
+  const StoreC store{dw, K};
+  Acc acc;
+  for (index_t pc = 0; pc < np; pc += KC) {
+    const index_t kc = std::min(KC, np - pc);
+    for (index_t kk = 0; kk < kc; ++kk) rows[kk] = xt + m.base(pc + kk);
+    const bool beta_blk = beta || pc > 0;
+    for (index_t ic = 0; ic < OC; ic += MCb) {
+      const index_t mc = std::min(MCb, OC - ic);
+      pack_a(Abuf, Operand{dy, ldy, false, nullptr}, OC, ic, round_up(mc, MR), pc, kc);
+      for (index_t jr = 0; jr < K; jr += NR) {
+        const index_t cols = std::min<index_t>(NR, K - jr), off = m.off(jr);
+        const __mmask16 m0 = lanes(cols), m1 = lanes(cols - 16);
+        for (index_t ir = 0; ir < mc; ir += MR) {
+          micro_tile_rows(kc, Abuf + ir * kc, rows, off, m0, m1, acc);
+          store(acc, ic + ir, jr, static_cast<int>(std::min<index_t>(MR, mc - ir)), m0, m1, beta_blk);
+        }
       }
     }
-    return buf;
   }
-};
+}
 
 // dcol: C = dcol (M = pixels, N = Kg column indices); every tile row is added into the padded dx
 // image at its pixel's window (overlapping windows add up in turn: one thread owns dxt).
@@ -852,7 +882,7 @@ template <class T>
 NNK_TARGET_AVX512 void fused_dw(T* dw, const T* dy, index_t ldy, const T* xt, const NhwcMap& m, index_t OC, index_t np, index_t K,
               bool beta) {
   if constexpr (std::is_same_v<T, float>) {
-    sgemm::gemm_t(OC, K, np, sgemm::Operand{dy, ldy, false, nullptr}, DwPackB{xt, m, K}, beta, sgemm::StoreC{dw, K});
+    dw_from_image(dw, dy, ldy, xt, m, OC, np, K, beta);
   } else {
     NNK_ASSERT(false);
   }
