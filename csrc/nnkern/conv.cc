@@ -738,6 +738,7 @@ NNK_TARGET_AVX512 void gemm(index_t M, index_t N, index_t K, const Operand& A, c
 // kernels (measured: digits' 8 x 25 x 576 dW GEMM runs 2x faster there).
 inline bool own_gemm_fits(index_t M, index_t N, index_t K) { return M >= 16 && N >= 32 && K >= 16; }
 
+// ---------------------------------------------------------------------------------------------
 // Fused channels-last GEMMs (own SGEMM, G == 1, DW == 1, KW*C a multiple of 32): the column
 // matrix is never written. The forward GEMM packs its B blocks straight from the padded
 // channels-last image, the dW GEMM reads its B rows there without packing, and the dcol GEMM adds

@@ -10,20 +10,29 @@
 //   * N >= 2 ("per-image" mode): threads take whole images. Each thread builds one image's
 //     columns in its own scratch (L2-sized for typical layers), runs single-threaded GEMMs on it
 //     (y_n = W col_n; dW += dy_n col_n^T; dcol = W^T dy_n) and scatters dcol back with col2im into
-//     the dx image it owns: no atomics, no shared writes. For C >= 16 the columns are gathered
-//     channels-last ([pixels, K]) from a zero-padded NHWC copy of the image: every window read
-//     is one contiguous run of KW*C values instead of KH*KW*C runs of one output row.
+//     the dx image it owns: no atomics, no shared writes.
+//   * Column layouts: NCHW (torch's unfold, [K, pixels]; runs of one output row) for few input
+//     channels; channels-last ([pixels, K], gathered from a zero-padded NHWC copy of the image:
+//     runs of KW*C contiguous values) when those runs are long (C >= 16 or so).
+//   * GEMMs: float32 at the avx512 level uses nnkern's own AVX-512 SGEMM (conv.cc, 12x32 tile;
+//     OpenBLAS's SkylakeX kernel reached ~72% of MKL's rate on our Intel test machine) for
+//     products big enough to fill its tiles; the weight is packed once per call. For dense
+//     channels-last convolutions (G = 1, DW = 1, KW*C % 32 == 0) the GEMMs are fused with the
+//     column handling: the forward packs B straight from the image copy, dW reads its B rows
+//     there, and dcol tiles are added straight into the dx image copy: no column matrix at all.
+//     float64, the other ISA levels and small products go through gemm.h (OpenBLAS).
 //   * N == 1, or a weight too large for per-chunk partial gradients: images run one after the
 //     other and each GEMM is split over the threads by gemm() (fixed, shape-only cut);
 //     im2col/col2im split over channels.
-//   * Memory: one image's columns per active thread. If one image's columns exceed
+//   * Memory: one image's columns (or image copies) per active thread. If they exceed
 //     workspace_limit()/8, the image is processed in pixel blocks; the number of concurrently
-//     active threads is capped so that blocks * threads stays under the limit. No allocation
-//     grows with N.
-//   * Determinism: dW and db sum the batch in a fixed number of image chunks (shape-only; see
-//     ConvPlan), each into its own partial, combined in chunk order. Results are bitwise equal
-//     for any thread count. (A workspace limit small enough to cut one image into pixel blocks,
-//     or to reduce the number of dW partials, changes the summation order: last-bit changes.)
+//     active threads is capped so that blocks * threads stays under the limit; the own SGEMM's
+//     packing buffers stay under limit/16. No allocation grows with N.
+//   * Determinism: every choice above depends on the shapes (and the workspace limit), never on
+//     the thread count. dW and db sum the batch in a fixed number of image chunks, each into its
+//     own partial, combined in chunk order. Results are bitwise equal for any thread count. (A
+//     workspace limit small enough to cut one image into pixel blocks, or to reduce the number
+//     of dW partials, changes the summation order: last-bit changes.)
 #pragma once
 
 #include <cstddef>
