@@ -361,14 +361,17 @@ void bind_conv(py::module_& m) {
   m.def(
       "_conv2d_plan",
       [](const Ints& x_shape, const Ints& w_shape, const Ints& stride, const Ints& padding, const Ints& dilation,
-         index_t groups, int itemsize, bool backward, bool need_dw) {
+         index_t groups, int itemsize, bool backward, bool need_dw, bool need_dx) {
         const char* fn = "_conv2d_plan";
         if (x_shape.size() != 4 || w_shape.size() != 4) value_error(fn, "shapes must have 4 entries");
         const ConvGeom g = make_geom(fn, 2, x_shape, w_shape, groups, options(stride, padding, dilation));
-        const ConvPlan pl = conv_plan(g, static_cast<std::size_t>(itemsize), backward, need_dw);
+        const ConvPlan pl = conv_plan(g, static_cast<std::size_t>(itemsize), backward, need_dw, need_dx);
         py::dict d;
         d["layout"] = pl.layout == ConvPlan::kNhwc ? "nhwc" : pl.layout == ConvPlan::kNchw ? "nchw" : "pointwise";
         d["fused"] = pl.fused;
+        d["direct_fwd"] = pl.direct_fwd;
+        d["direct_dx"] = pl.direct_dx;
+        d["direct_elems"] = pl.direct_elems;
         d["per_image"] = pl.per_image;
         d["image_elems"] = pl.image_elems;
         d["block_pixels"] = pl.block_pixels;
@@ -381,7 +384,7 @@ void bind_conv(py::module_& m) {
       },
       py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
       py::arg("groups"), py::arg("itemsize") = 4, py::arg("backward") = false, py::arg("need_dw") = true,
-      "How conv2d cuts a problem under the current workspace limit (tests and benchmarks).");
+      py::arg("need_dx") = true, "How conv2d cuts a problem under the current workspace limit (tests and benchmarks).");
 }
 
 }  // namespace bind

@@ -85,7 +85,8 @@ def _plan(cfg, itemsize, backward=True):
     w_shape = (cfg["oc"], cfg["c"] // cfg["groups"], cfg["kh"], cfg["kw"])
     sp = nk.ops.conv.normalize("t", 2, np.empty(w_shape), cfg["stride"], cfg["padding"], cfg["dilation"],
                                cfg["groups"])
-    return nk._core._conv2d_plan((cfg["n"], cfg["c"], cfg["h"], cfg["w"]), w_shape, *sp, itemsize, backward, True)
+    return nk._core._conv2d_plan((cfg["n"], cfg["c"], cfg["h"], cfg["w"]), w_shape, *sp, itemsize, backward, True,
+                                 True)
 
 
 def make_arrays(rng, cfg, dtype, bias=True):
@@ -538,6 +539,59 @@ def test_fused_channels_last_path(cfg):
     assert_bitwise_equal(out, got[0])
 
 
+def random_direct_config(rng):
+    """Convolutions for the direct NCHW kernels: output rows of >= 10 pixels (the forward), stride 1
+    with padding within the dilated kernel (dx); groups, depthwise, dilation, 'same'."""
+    while True:
+        groups = int(rng.choice([1, 1, 2, 3, 0]))
+        cg = int(rng.choice([1, 2, 3, 5, 8]))
+        if groups == 0:
+            groups, cg = int(rng.integers(2, 9)), 1
+        c, oc = groups * cg, groups * int(rng.integers(1, 20))
+        kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        dh, dw = int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2]))
+        stride = (1, 1) if rng.random() < 0.7 else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        if stride == (1, 1) and rng.random() < 0.3:
+            padding = "same"
+        else:
+            padding = (int(rng.integers(0, dh * (kh - 1) + 1)), int(rng.integers(0, dw * (kw - 1) + 1)))
+        cfg = dict(n=int(rng.choice([2, 3])), c=c, h=int(rng.integers(3, 20)), w=int(rng.integers(10, 40)), oc=oc,
+                   kh=kh, kw=kw, stride=stride, padding=padding, dilation=(dh, dw), groups=groups)
+        _, p, _, _ = nk.ops.conv.normalize("t", 2, np.empty((oc, cg, kh, kw)), stride, padding, (dh, dw), groups)
+        if _fits(cfg["h"], kh, stride[0], p[0], p[1], dh) and _fits(cfg["w"], kw, stride[1], p[2], p[3], dw):
+            ow = (cfg["w"] + p[2] + p[3] - dw * (kw - 1) - 1) // stride[1] + 1
+            if ow >= 10:
+                return cfg
+
+
+DIRECT_SWEEP = [random_direct_config(np.random.default_rng(4000 + i)) for i in range(40)]
+
+
+@pytest.mark.skipif(nk._core._detected_simd_level() != "avx512", reason="the direct kernels need AVX-512")
+def test_direct_sweep_is_direct():
+    assert sum(_plan(c, 4, backward=False)["direct_fwd"] for c in DIRECT_SWEEP) >= 30
+    assert sum(_plan(c, 4)["direct_dx"] for c in DIRECT_SWEEP) >= 20
+
+
+@pytest.mark.parametrize("cfg", DIRECT_SWEEP, ids=range(len(DIRECT_SWEEP)))
+def test_direct_kernels(cfg):
+    """float32 through the direct NCHW kernels (on AVX-512 machines) against float64 maths."""
+    rng = np.random.default_rng(14)
+    x, w, b = make_arrays(rng, cfg, np.float32)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    out = nan_filled(ref.conv2d(x64, w64, b64, **opts(cfg)).shape, np.float32)
+    y = nk.conv2d(x, w, b, **opts(cfg), out=out)
+    k = cfg["c"] // cfg["groups"] * cfg["kh"] * cfg["kw"]
+    close(y, ref.conv2d(x64, w64, b64, **opts(cfg)), np.float32, k)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = nan_filled(x.shape, np.float32)
+    nk.conv2d_backward(dy, x, w, **opts(cfg), need_dw=False, need_db=False, dx_out=dx)
+    want = ref.conv2d_backward(dy.astype(np.float64), x64, w64, **opts(cfg))[0]
+    close(dx, want, np.float32, cfg["oc"] // cfg["groups"] * cfg["kh"] * cfg["kw"])
+    with num_threads(2):
+        assert_bitwise_equal(nk.conv2d(x, w, b, **opts(cfg)), y)
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (12, 32, 16), (13, 33, 17), (11, 31, 257), (25, 65, 600), (150, 1600, 7),
                                    (7, 3, 0)])
 @pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
@@ -583,26 +637,35 @@ def test_simd_levels(simd_level, cfg):
 
 
 def test_small_workspace_limit_same_results():
-    """A limit that only caps how many threads run at once gives bitwise identical results; one
-    that cuts images into pixel blocks gives the same values up to summation order."""
+    """A limit that only caps how many threads run at once (same plan otherwise) gives bitwise
+    identical results; one that cuts images into pixel blocks or changes the path gives the same
+    values up to summation order."""
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((12, 3, 32, 32)).astype(np.float32)  # columns 27 x 1024 per image: 108 KiB
+    x = rng.standard_normal((12, 3, 16, 16)).astype(np.float32)
     w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
-    xb = rng.standard_normal((6, 24, 24, 24)).astype(np.float32)  # 216 x 576 per image: 486 KiB
+    xb = rng.standard_normal((6, 24, 24, 24)).astype(np.float32)  # 216 x 576 columns per image: 486 KiB
     wb = rng.standard_normal((8, 24, 3, 3)).astype(np.float32)
+    sp = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
     old = nk.get_workspace_limit()
+
+    def plans(xs, ws):
+        return [nk._core._conv2d_plan(xs, ws, *sp, 4, bwd, True) for bwd in (False, True)]
+
+    def run(xa, wa):
+        y = nk.conv2d(xa, wa, padding=1)
+        return [y] + list(nk.conv2d_backward(y, xa, wa, padding=1))
+
     try:
-        full = [nk.conv2d(x, w, padding=1)] + list(nk.conv2d_backward(nk.conv2d(x, w, padding=1), x, w, padding=1))
-        fullb = [nk.conv2d(xb, wb, padding=1)] + list(nk.conv2d_backward(nk.conv2d(xb, wb, padding=1), xb, wb,
-                                                                          padding=1))
+        full, fullb, plan_full = run(x, w), run(xb, wb), plans(x.shape, w.shape)
         nk.set_workspace_limit(1 << 20)
-        plan = nk._core._conv2d_plan(xb.shape, wb.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1, 4, True, True)
-        assert plan["block_pixels"] < 24 * 24  # really cut into pixel blocks
+        plan_small = plans(x.shape, w.shape)
+        assert nk._core._conv2d_plan(xb.shape, wb.shape, *sp, 4, True, True)["block_pixels"] < 24 * 24
         with num_threads(2):
-            small = [nk.conv2d(x, w, padding=1)] + list(nk.conv2d_backward(full[0], x, w, padding=1))
-            smallb = [nk.conv2d(xb, wb, padding=1)] + list(nk.conv2d_backward(fullb[0], xb, wb, padding=1))
+            small, smallb = run(x, w), run(xb, wb)
     finally:
         nk.set_workspace_limit(old)
+    for a, b in zip(plan_small, plan_full):
+        assert {k: v for k, v in a.items() if k != "max_threads"} == {k: v for k, v in b.items() if k != "max_threads"}
     for a, e in zip(small, full):
         assert_bitwise_equal(a, e)
     for a, e in zip(smallb, fullb):

@@ -900,6 +900,235 @@ NNK_TARGET_AVX512 void fused_dcol(T* dxt, const NhwcMap& m, const T* dy, index_t
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Direct NCHW convolution on the own SGEMM's micro-kernel (float, avx512)
+//
+// Output pixels ride the vector lanes. A panel is two segments of up to 16 consecutive output
+// pixels of one output row each (segments in row-major order, paired); a tile is 12 output
+// channels x one panel. The K loop runs over the taps (c, ki, kj) in weight order; the B row of a
+// tap is read straight from xq, a zero-padded copy of the input image whose columns are split
+// into SW phase planes (xq[phase][c][h][j] = padded x[c][h][j*SW + phase]), so 16 consecutive
+// output pixels read 16 consecutive floats for any stride. No column matrix, no B packing; the
+// weight is packed once per call as one K block ([panel][K][12]).
+// Also used for dx of stride-1 convolutions: dx = conv(dy, weight flipped and transposed).
+
+constexpr index_t kSeg = 16;
+// A direct kernel needs its output rows to fill at least this share of the 16-float lanes.
+constexpr double kMinLaneUse = 0.6;
+
+struct DirectDims {
+  index_t Hp, Wq, planes;  // rows of xq, columns of one phase plane, SW
+  index_t plane;           // floats per phase plane: C * Hp * Wq
+  index_t segs_row;        // 16-pixel segments per output row
+  index_t elems() const { return planes * plane + kSeg; }  // (+ slack for masked row ends)
+};
+
+inline DirectDims direct_dims(const ConvGeom& g) {
+  DirectDims d;
+  d.Hp = (g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1;
+  const index_t Wp = (g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1;
+  d.planes = g.SW;
+  d.Wq = (Wp + g.SW - 1) / g.SW;
+  d.plane = g.C * d.Hp * d.Wq;
+  d.segs_row = (g.OW + kSeg - 1) / kSeg;
+  return d;
+}
+
+inline double lane_use(index_t OW) {
+  return OW <= 0 ? 0.0 : static_cast<double>(OW) / static_cast<double>((OW + kSeg - 1) / kSeg * kSeg);
+}
+
+// xq [SW][C][Hp][Wq]  x [C][H][W] (one image): padded x[c][h][w] = x[c][h - PH][w - PW], 0 outside.
+template <class T>
+NNK_INLINE void to_direct_body(T* xq, const T* x, const ConvGeom* gp, const DirectDims* dp) {
+  const ConvGeom& g = *gp;
+  const DirectDims& d = *dp;
+  for (index_t ph = 0; ph < d.planes; ++ph) {
+    // Plane column j holds padded column w = j*SW + ph, i.e. input column iw = w - PW; the valid
+    // j form one contiguous range [j0, j1).
+    const index_t first = g.PW - ph;  // j*SW >= first
+    const index_t j0 = std::clamp<index_t>(first <= 0 ? 0 : (first + g.SW - 1) / g.SW, 0, d.Wq);
+    const index_t j1 = std::clamp<index_t>((g.W - 1 + g.PW - ph) < 0 ? 0 : (g.W - 1 + g.PW - ph) / g.SW + 1, j0, d.Wq);
+    for (index_t c = 0; c < g.C; ++c) {
+      T* dst = xq + ph * d.plane + c * d.Hp * d.Wq;
+      const T* src = x + c * g.H * g.W;
+      for (index_t h = 0; h < d.Hp; ++h) {
+        T* row = dst + h * d.Wq;
+        const index_t ih = h - g.PH;
+        if (ih < 0 || ih >= g.H || j1 <= j0) {
+          zero_run(row, d.Wq);
+          continue;
+        }
+        zero_run(row, j0);
+        copy_run_strided(row + j0, src + ih * g.W + j0 * g.SW + ph - g.PW, j1 - j0, g.SW);
+        zero_run(row + j1, d.Wq - j1);
+      }
+    }
+  }
+  zero_run(xq + d.planes * d.plane, kSeg);
+}
+NNK_MULTIVERSION(to_direct, to_direct_body)
+
+// koff[k] for the taps k = (c, ki, kj) of channels [c0, c0 + Cg): offset of the tap's first
+// pixel in xq relative to an output pixel's base (oh*SH)*Wq + ow.
+inline void direct_tap_offsets(index_t* koff, const ConvGeom& g, const DirectDims& d, index_t c0, index_t Cg) {
+  index_t k = 0;
+  for (index_t c = 0; c < Cg; ++c) {
+    for (index_t ki = 0; ki < g.KH; ++ki) {
+      for (index_t kj = 0; kj < g.KW; ++kj) {
+        const index_t col = kj * g.DW;
+        koff[k++] = (col % g.SW) * d.plane + (c0 + c) * d.Hp * d.Wq + ki * g.DH * d.Wq + col / g.SW;
+      }
+    }
+  }
+}
+
+// acc = Ap[K][12] . B, B row k = 16 lanes at x0 + koff[k] and 16 at x1 + koff[k].
+NNK_TARGET_AVX512 NNK_INLINE void direct_tile(index_t K, const float* NNK_RESTRICT Ap, const float* x0, const float* x1,
+                                              const index_t* koff, __mmask16 m0, __mmask16 m1, sgemm::Acc& acc) {
+  for (int i = 0; i < sgemm::MR; ++i) acc.c[i][0] = acc.c[i][1] = _mm512_setzero_ps();
+  for (index_t k = 0; k < K; ++k) {
+    const index_t off = koff[k];
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, x0 + off), b1 = _mm512_maskz_loadu_ps(m1, x1 + off);
+    const float* a = Ap + k * sgemm::MR;
+#pragma GCC unroll 12
+    for (int i = 0; i < sgemm::MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      acc.c[i][0] = _mm512_fmadd_ps(ai, b0, acc.c[i][0]);
+      acc.c[i][1] = _mm512_fmadd_ps(ai, b1, acc.c[i][1]);
+    }
+  }
+}
+
+// y [OC, OH*OW] (one image, the rows of one group: OCg of them) = (bias) + W_g x_g, W_g packed
+// [panel][K][12], xq the image's padded copy, koff the group's tap offsets.
+NNK_TARGET_AVX512 void direct_image(float* y, const float* xq, const ConvGeom& g, const DirectDims& d, const float* wpk,
+                                    const index_t* koff, index_t OCg, index_t K, const float* bias) {
+  using namespace sgemm;
+  const index_t nseg = g.OH * d.segs_row, P = g.P();
+  Acc acc;
+  for (index_t ir = 0; ir < OCg; ir += MR) {
+    const int rows = static_cast<int>(std::min<index_t>(MR, OCg - ir));
+    const float* Ap = wpk + ir * K;
+    for (index_t s0 = 0; s0 < nseg; s0 += 2) {
+      index_t xb[2] = {0, 0}, yb[2] = {0, 0}, len[2] = {0, 0};
+      for (int h = 0; h < 2 && s0 + h < nseg; ++h) {
+        const index_t oh = (s0 + h) / d.segs_row, ow = ((s0 + h) - oh * d.segs_row) * kSeg;
+        xb[h] = oh * g.SH * d.Wq + ow;
+        yb[h] = oh * g.OW + ow;
+        len[h] = std::min(kSeg, g.OW - ow);
+      }
+      const __mmask16 m0 = lanes(len[0]), m1 = lanes(len[1]);
+      direct_tile(K, Ap, xq + xb[0], xq + xb[1], koff, m0, m1, acc);
+      for (int i = 0; i < rows; ++i) {
+        float* yi = y + (ir + i) * P;
+        if (bias != nullptr) {
+          const __m512 bi = _mm512_set1_ps(bias[ir + i]);
+          acc.c[i][0] = _mm512_add_ps(bi, acc.c[i][0]);
+          acc.c[i][1] = _mm512_add_ps(bi, acc.c[i][1]);
+        }
+        _mm512_mask_storeu_ps(yi + yb[0], m0, acc.c[i][0]);
+        _mm512_mask_storeu_ps(yi + yb[1], m1, acc.c[i][1]);
+      }
+    }
+  }
+}
+
+// The geometry of dx = conv(dy, flipped transposed weight) for a stride-1 convolution g.
+inline ConvGeom dx_as_conv(const ConvGeom& g) {
+  ConvGeom t = g;
+  t.C = g.OC;
+  t.H = g.OH;
+  t.W = g.OW;
+  t.OC = g.C;
+  t.PH = g.DH * (g.KH - 1) - g.PH;
+  t.PW = g.DW * (g.KW - 1) - g.PW;
+  t.OH = g.H;
+  t.OW = g.W;
+  return t;
+}
+
+// Whether dx of g can run as a direct convolution: stride 1, and padding no larger than the
+// dilated kernel on every side (the transposed problem's padding is then >= 0).
+inline bool dx_direct_possible(const ConvGeom& g) {
+  if (g.SH != 1 || g.SW != 1) return false;
+  const index_t pb = g.OH - 1 + g.DH * (g.KH - 1) + 1 - g.H - g.PH;  // padding after, rows
+  const index_t pr = g.OW - 1 + g.DW * (g.KW - 1) + 1 - g.W - g.PW;
+  return g.PH <= g.DH * (g.KH - 1) && pb >= 0 && pb <= g.DH * (g.KH - 1) && g.PW <= g.DW * (g.KW - 1) && pr >= 0 &&
+         pr <= g.DW * (g.KW - 1);
+}
+
+// w_t [C, OC/G, KH, KW] (per group: [Cg, OCg, KH, KW]) = w [OC, C/G, KH, KW] transposed within
+// each group and flipped in both spatial dims.
+template <class T>
+void flip_transpose_weight(T* wt, const T* w, const ConvGeom& g) {
+  const index_t Cg = g.Cg(), OCg = g.OCg(), KK = g.KH * g.KW;
+  for (index_t grp = 0; grp < g.G; ++grp) {
+    for (index_t o = 0; o < OCg; ++o) {
+      for (index_t c = 0; c < Cg; ++c) {
+        const T* src = w + ((grp * OCg + o) * Cg + c) * KK;
+        T* dst = wt + ((grp * Cg + c) * OCg + o) * KK;
+        for (index_t k = 0; k < KK; ++k) dst[k] = src[KK - 1 - k];
+      }
+    }
+  }
+}
+
+// The shared per-call data of the direct kernel (made by the calling thread before the parallel
+// region, read-only in it): the weight of every group packed as [panel][Kg][12], and the tap
+// offsets. For dx (`flip`), the weight is first transposed within each group and flipped.
+template <class T>
+struct DirectWeights {
+  const T* wpk = nullptr;
+  index_t stride = 0;  // between groups, in elements
+  const index_t* koff = nullptr;
+};
+
+template <class T>
+DirectWeights<T> direct_weights(const T* w, const ConvGeom& orig, const ConvGeom& g, const DirectDims& d, bool flip) {
+  DirectWeights<T> out;
+  if constexpr (std::is_same_v<T, float>) {
+    const index_t OCg = g.OCg(), Kg = g.Kg(), Cg = g.Cg();
+    const index_t flip_elems = flip ? sgemm::round_up(g.OC * Kg, 16) : 0;
+    out.stride = sgemm::round_up(sgemm::round_up(OCg, sgemm::MR) * Kg, 16);
+    const index_t koff_elems = sgemm::round_up((g.K() * static_cast<index_t>(sizeof(index_t)) + 3) / 4, 16);
+    T* buf = scratch<T>(kSlotWeight, flip_elems + g.G * out.stride + koff_elems);
+    const T* src = w;
+    if (flip) {
+      flip_transpose_weight(buf, w, orig);
+      src = buf;
+    }
+    T* wpk = buf + flip_elems;
+    for (index_t grp = 0; grp < g.G; ++grp) {
+      sgemm::pack_a(wpk + grp * out.stride, sgemm::Operand{src + grp * OCg * Kg, Kg, false, nullptr}, OCg, 0,
+                    sgemm::round_up(OCg, sgemm::MR), 0, Kg);
+    }
+    index_t* koff = reinterpret_cast<index_t*>(wpk + g.G * out.stride);
+    for (index_t grp = 0; grp < g.G; ++grp) direct_tap_offsets(koff + grp * Kg, g, d, grp * Cg, Cg);
+    out.wpk = wpk;
+    out.koff = koff;
+  } else {
+    NNK_ASSERT(false);
+  }
+  return out;
+}
+
+// The direct path for one image (float only: T = double never takes it).
+template <class T>
+void direct_conv_image(T* y, const T* x, T* xq, const ConvGeom& g, const DirectDims& d, const T* wpk,
+                       index_t wpk_stride, const index_t* koff, const T* bias) {
+  if constexpr (std::is_same_v<T, float>) {
+    to_direct(xq, x, &g, &d);
+    const index_t OCg = g.OCg(), Kg = g.Kg();
+    for (index_t grp = 0; grp < g.G; ++grp) {
+      direct_image(y + grp * OCg * g.P(), xq, g, d, wpk + grp * wpk_stride, koff + grp * Kg, OCg, Kg,
+                   bias != nullptr ? bias + grp * OCg : nullptr);
+    }
+  } else {
+    NNK_ASSERT(false);
+  }
+}
+
 // Float at the avx512 level can use the own SGEMM (the other levels and float64: OpenBLAS).
 template <class T>
 bool own_gemm_available() {
@@ -1048,7 +1277,7 @@ int team_size(const ConvPlan& pl, const ConvGeom& g, index_t units, double passe
 // ---------------------------------------------------------------------------------------------
 // Plan
 
-ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool need_dw) {
+ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool need_dw, bool need_dx) {
   const index_t elem = static_cast<index_t>(elem_size);
   const index_t limit = static_cast<index_t>(
       std::min<std::size_t>(workspace_limit(), std::size_t{1} << 60));
@@ -1073,32 +1302,57 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
     }
   }
 
-  // Column layout: channels-last when its contiguous runs are long and beat the NCHW runs (one
-  // output row; strided gathers when SW > 1), per-image mode only (its scatter is not split
-  // over threads), and the padded image copies fit a thread's budget.
+  // Direct NCHW kernels (float at the avx512 level, per-image mode): the forward, and dx of
+  // stride-1 convolutions, when the output rows fill the 16-float lanes well enough and the
+  // padded image copy fits a thread's budget.
+  const bool own = elem_size == sizeof(float) && simd::level() == simd::kAvx512 && pl.per_image && P > 0;
+  if (own && !backward && !g.pointwise() && lane_use(g.OW) >= kMinLaneUse && g.Kg() >= 4) {
+    const index_t e = direct_dims(g).elems();
+    if (e <= thread_budget / 2) {
+      pl.direct_fwd = true;
+      pl.direct_elems = e;
+    }
+  }
+  if (own && backward && need_dx && !g.pointwise() && dx_direct_possible(g)) {
+    const ConvGeom t = dx_as_conv(g);
+    const index_t e = direct_dims(t).elems();
+    if (lane_use(t.OW) >= kMinLaneUse && t.Kg() >= 4 && e <= thread_budget / 2) {
+      pl.direct_dx = true;
+      pl.direct_elems = e;
+    }
+  }
+
+  // Column layout for what remains: channels-last when its contiguous runs are long and beat
+  // the NCHW runs (one output row; strided gathers when SW > 1), per-image mode only (its
+  // scatter is not split over threads), and the padded image copies fit a thread's budget.
+  const bool need_columns = backward ? (need_dw || (need_dx && !pl.direct_dx)) : !pl.direct_fwd;
   pl.layout = ConvPlan::kNchw;
   pl.image_elems = 0;
+  pl.image_copies = 0;
   if (g.pointwise()) {
     pl.layout = ConvPlan::kPointwise;
-  } else if (pl.per_image && P > 0) {
+  } else if (pl.per_image && P > 0 && need_columns) {
     const index_t run = (g.G == 1 && g.DW == 1) ? g.KW * g.C : g.Cg();
     const PaddedDims pd = padded_dims(g);
     const index_t image = pd.Hp * pd.Wp * g.C;
-    const index_t copies = backward ? 2 : 1;
-    if (run >= kMinNhwcRun && (run >= g.OW || g.SW > 1) && copies * image <= thread_budget / 2) {
+    const index_t copies = backward ? (need_dw ? 1 : 0) + (need_dx && !pl.direct_dx ? 1 : 0) : 1;
+    if (run >= kMinNhwcRun && (run >= g.OW || g.SW > 1) &&
+        copies * image <= (thread_budget - pl.direct_elems) / 2) {
       pl.layout = ConvPlan::kNhwc;
       pl.image_elems = image;
+      pl.image_copies = copies;
     }
   }
 
   pl.fused = pl.layout == ConvPlan::kNhwc && elem_size == sizeof(float) && simd::level() == simd::kAvx512 &&
              nhwc_fusable(g);
 
-  if (pl.layout == ConvPlan::kPointwise || pl.fused || P == 0) {
+  if (pl.layout == ConvPlan::kPointwise || pl.fused || !need_columns || P == 0) {
     pl.block_pixels = std::max<index_t>(P, 1);
     pl.col_elems = 0;
   } else {
-    const index_t budget = std::max<index_t>(1, thread_budget - (backward ? 2 : 1) * pl.image_elems);
+    const index_t budget =
+        std::max<index_t>(1, thread_budget - pl.image_copies * pl.image_elems - pl.direct_elems);
     index_t bp = K > 0 ? budget / K : P;
     if (bp >= P) {
       bp = P;
@@ -1109,7 +1363,7 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
     pl.block_pixels = std::max<index_t>(bp, 1);
     pl.col_elems = K * pl.block_pixels;
   }
-  const index_t thread_bytes = (pl.col_elems + (backward ? 2 : 1) * pl.image_elems) * elem;
+  const index_t thread_bytes = (pl.col_elems + pl.image_copies * pl.image_elems + pl.direct_elems) * elem;
   pl.max_threads = thread_bytes == 0
                        ? kMaxTeam
                        : static_cast<int>(std::clamp<index_t>(limit / thread_bytes, 1, kMaxTeam));
@@ -1163,6 +1417,17 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
   if (g.N <= 0 || g.OC <= 0 || P <= 0) return;
   const ConvPlan pl = conv_plan(g, sizeof(T), false, false);
   const index_t CHW = g.C * g.H * g.W, OCP = g.OC * P, OCg = g.OCg(), Kg = g.Kg(), K = g.K();
+  if (pl.direct_fwd) {
+    const DirectDims d = direct_dims(g);
+    const DirectWeights<T> dw8 = direct_weights(w, g, g, d, false);
+    run_team(team_size(pl, g, g.N, 1.0), [&](int t, int team) {
+      T* xq = scratch<T>(kSlotImage, pl.direct_elems);
+      index_t lo, hi;
+      team_range(g.N, t, team, lo, hi);
+      for (index_t n = lo; n < hi; ++n) direct_conv_image(y + n * OCP, x + n * CHW, xq, g, d, dw8.wpk, dw8.stride, dw8.koff, b);
+    });
+    return;
+  }
   const bool nhwc = pl.layout == ConvPlan::kNhwc, pw = pl.layout == ConvPlan::kPointwise;
   const PaddedDims pd = padded_dims(g);
   // Channels-last columns pair with the weight in (OC, KH, KW, Cg) order; the own SGEMM takes it
@@ -1266,8 +1531,18 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     }
     return;
   }
-  const ConvPlan pl = conv_plan(g, sizeof(T), true, dw != nullptr);
+  const ConvPlan pl = conv_plan(g, sizeof(T), true, dw != nullptr, dx != nullptr);
   const bool nhwc = pl.layout == ConvPlan::kNhwc, pw = pl.layout == ConvPlan::kPointwise;
+  // dx through the columns (dcol GEMM + col2im), unless the direct kernel computes it.
+  T* const dxc = pl.direct_dx ? nullptr : dx;
+  DirectWeights<T> dxw{};
+  ConvGeom gx{};
+  DirectDims dd{};
+  if (pl.direct_dx) {
+    gx = dx_as_conv(g);
+    dd = direct_dims(gx);
+    dxw = direct_weights(w, g, gx, dd, true);
+  }
   const PaddedDims pd = padded_dims(g);
   // dcol = W^T dy: channels-last pairs with the weight in (OC, KH, KW, Cg) order (B of the GEMM),
   // NCHW with W^T (A). The own SGEMM takes that operand packed once per call.
@@ -1275,9 +1550,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const index_t bp = pl.block_pixels;
   const bool own_dw = own_ok && own_gemm_fits(OCg, Kg, bp);
   const bool own_dx = own_ok && (nhwc ? own_gemm_fits(bp, Kg, OCg) : own_gemm_fits(Kg, bp, OCg));
-  const bool need_wk = dx != nullptr && (nhwc || own_dx);
-  const index_t wt_elems = nhwc && dx != nullptr ? sgemm::round_up(WN, 16) : 0;
-  const index_t wpk_stride = !(own_dx && dx != nullptr) ? 0
+  const bool need_wk = dxc != nullptr && (nhwc || own_dx);
+  const index_t wt_elems = nhwc && dxc != nullptr ? sgemm::round_up(WN, 16) : 0;
+  const index_t wpk_stride = !(own_dx && dxc != nullptr) ? 0
                              : sgemm::round_up(nhwc ? sgemm::packed_b_size(Kg, OCg) : sgemm::packed_a_size(Kg, OCg), 16);
   const T* wk = w;
   const T* wpk = nullptr;
@@ -1300,10 +1575,13 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   // One image: dW target `dwt` (first GEMM with beta `dw_beta`, then 1; in the column layout's
   // weight order), db target `dbt` (added into), dx image written. `col`, `xt`, `dxt` are this
   // thread's scratch (xt/dxt: channels-last only).
-  auto image = [&](index_t n, T* col, T* xt, T* dxt, T* dwt, T& dw_beta, T* dbt, bool split) {
+  auto image = [&](index_t n, T* col, T* xt, T* dxt, T* dyq, T* dwt, T& dw_beta, T* dbt, bool split) {
     const T* dyn = dy + n * OCP;
     const T* xn = x + n * CHW;
-    T* dxn = dx != nullptr ? dx + n * CHW : nullptr;
+    T* dxn = dxc != nullptr ? dxc + n * CHW : nullptr;
+    if (pl.direct_dx && dx != nullptr) {
+      direct_conv_image(dx + n * CHW, dyn, dyq, gx, dd, dxw.wpk, dxw.stride, dxw.koff, static_cast<const T*>(nullptr));
+    }
     if (dbt != nullptr) {
       if (split) {
         parallel_for(
@@ -1382,7 +1660,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     run_team(team_size(pl, g, nred, (dx != nullptr) + (dw != nullptr)), [&](int t, int team) {
       T* col = pl.col_elems > 0 ? scratch<T>(kSlotColumns, pl.col_elems) : nullptr;
       T* xt = nhwc && dw != nullptr ? scratch<T>(kSlotImage, pl.image_elems) : nullptr;
-      T* dxt = nhwc && dx != nullptr ? scratch<T>(kSlotImageGrad, pl.image_elems) : nullptr;
+      T* dxt = nhwc && dxc != nullptr ? scratch<T>(kSlotImageGrad, pl.image_elems) : nullptr;
+      T* dyq = pl.direct_dx ? scratch<T>(kSlotImageGrad, pl.direct_elems) : nullptr;
       index_t lo, hi;
       team_range(nred, t, team, lo, hi);
       for (index_t c = lo; c < hi; ++c) {
@@ -1391,7 +1670,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         if (dbc != nullptr) zero_fill(dbc, g.OC);
         T beta = T(0);
         for (index_t n = c * per; n < std::min(g.N, (c + 1) * per); ++n) {
-          image(n, col, xt, dxt, dwc, beta, dbc, false);
+          image(n, col, xt, dxt, dyq, dwc, beta, dbc, false);
         }
         if (dwc != nullptr && beta == T(0)) zero_fill(dwc, WN);  // no GEMM ran (empty dims)
       }
@@ -1414,7 +1693,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     T* col = pl.col_elems > 0 ? scratch<T>(kSlotColumns, pl.col_elems) : nullptr;
     T beta = accumulate ? T(1) : T(0);
     if (db != nullptr && !accumulate) zero_fill(db, g.OC);
-    for (index_t n = 0; n < g.N; ++n) image(n, col, nullptr, nullptr, dw, beta, db, true);
+    for (index_t n = 0; n < g.N; ++n) image(n, col, nullptr, nullptr, nullptr, dw, beta, db, true);
     if (dw != nullptr && beta == T(0)) zero_fill(dw, WN);
   }
 }

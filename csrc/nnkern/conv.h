@@ -80,6 +80,10 @@ struct ConvPlan {
   Layout layout;
   bool fused;             // channels-last with nnkern's AVX-512 SGEMM packing straight from the
                           // image copy and adding straight into the dx copy: no column matrix
+  bool direct_fwd;        // forward by the direct NCHW kernel (no columns)
+  bool direct_dx;         // dx by the direct NCHW kernel (stride 1: conv of dy, flipped weight)
+  index_t direct_elems;   // scratch elements of one padded phase-split image (x or dy)
+  index_t image_copies;   // channels-last image copies per thread (x, and dx)
   bool per_image;         // threads over images (else: images in turn, GEMMs split by gemm())
   index_t block_pixels;   // pixels of one image per column block (== P unless capped)
   index_t col_elems;      // scratch elements of one block's columns (0 for pointwise)
@@ -88,7 +92,7 @@ struct ConvPlan {
   index_t red_chunks;     // backward: image chunks with their own dW/db partial
   index_t red_chunk_images;
 };
-ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool need_dw);
+ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool need_dw, bool need_dx = true);
 
 // col [N, C*KH*KW, OH*OW]  x [N, C, H, W]
 template <class T>
