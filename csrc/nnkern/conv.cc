@@ -533,16 +533,23 @@ struct Acc {
 // acc = Ap[kc][12] . Bp[kc][32]
 NNK_TARGET_AVX512 NNK_INLINE void micro_tile(index_t kc, const float* NNK_RESTRICT Ap, const float* NNK_RESTRICT Bp,
                                              Acc& acc) {
-  for (int i = 0; i < MR; ++i) acc.c[i][0] = acc.c[i][1] = _mm512_setzero_ps();
+  // Accumulate in a local array (registers): __m512 may alias the float loads, so accumulating
+  // straight into `acc` would store the tile to memory after every k.
+  __m512 c[MR][2];
+  for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
   for (index_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(Bp + k * NR), b1 = _mm512_load_ps(Bp + k * NR + 16);
     const float* a = Ap + k * MR;
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
-      acc.c[i][0] = _mm512_fmadd_ps(ai, b0, acc.c[i][0]);
-      acc.c[i][1] = _mm512_fmadd_ps(ai, b1, acc.c[i][1]);
+      c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
     }
+  }
+  for (int i = 0; i < MR; ++i) {
+    acc.c[i][0] = c[i][0];
+    acc.c[i][1] = c[i][1];
   }
 }
 
@@ -808,7 +815,8 @@ struct FwdPackB {
 // rows[k] + off of the channels-last image (one pixel's 32 consecutive column values).
 NNK_TARGET_AVX512 NNK_INLINE void micro_tile_rows(index_t kc, const float* NNK_RESTRICT Ap, const float* const* rows,
                                                   index_t off, __mmask16 m0, __mmask16 m1, sgemm::Acc& acc) {
-  for (int i = 0; i < sgemm::MR; ++i) acc.c[i][0] = acc.c[i][1] = _mm512_setzero_ps();
+  __m512 c[sgemm::MR][2];  // local: see micro_tile
+  for (int i = 0; i < sgemm::MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
   for (index_t k = 0; k < kc; ++k) {
     const float* br = rows[k] + off;
     const __m512 b0 = _mm512_maskz_loadu_ps(m0, br), b1 = _mm512_maskz_loadu_ps(m1, br + 16);
@@ -816,9 +824,13 @@ NNK_TARGET_AVX512 NNK_INLINE void micro_tile_rows(index_t kc, const float* NNK_R
 #pragma GCC unroll 12
     for (int i = 0; i < sgemm::MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
-      acc.c[i][0] = _mm512_fmadd_ps(ai, b0, acc.c[i][0]);
-      acc.c[i][1] = _mm512_fmadd_ps(ai, b1, acc.c[i][1]);
+      c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
     }
+  }
+  for (int i = 0; i < sgemm::MR; ++i) {
+    acc.c[i][0] = c[i][0];
+    acc.c[i][1] = c[i][1];
   }
 }
 
@@ -986,7 +998,8 @@ inline void direct_tap_offsets(index_t* koff, const ConvGeom& g, const DirectDim
 // acc = Ap[K][12] . B, B row k = 16 lanes at x0 + koff[k] and 16 at x1 + koff[k].
 NNK_TARGET_AVX512 NNK_INLINE void direct_tile(index_t K, const float* NNK_RESTRICT Ap, const float* x0, const float* x1,
                                               const index_t* koff, __mmask16 m0, __mmask16 m1, sgemm::Acc& acc) {
-  for (int i = 0; i < sgemm::MR; ++i) acc.c[i][0] = acc.c[i][1] = _mm512_setzero_ps();
+  __m512 c[sgemm::MR][2];  // local: see micro_tile
+  for (int i = 0; i < sgemm::MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
   for (index_t k = 0; k < K; ++k) {
     const index_t off = koff[k];
     const __m512 b0 = _mm512_maskz_loadu_ps(m0, x0 + off), b1 = _mm512_maskz_loadu_ps(m1, x1 + off);
@@ -994,9 +1007,13 @@ NNK_TARGET_AVX512 NNK_INLINE void direct_tile(index_t K, const float* NNK_RESTRI
 #pragma GCC unroll 12
     for (int i = 0; i < sgemm::MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
-      acc.c[i][0] = _mm512_fmadd_ps(ai, b0, acc.c[i][0]);
-      acc.c[i][1] = _mm512_fmadd_ps(ai, b1, acc.c[i][1]);
+      c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
     }
+  }
+  for (int i = 0; i < sgemm::MR; ++i) {
+    acc.c[i][0] = c[i][0];
+    acc.c[i][1] = c[i][1];
   }
 }
 
@@ -1303,20 +1320,24 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
   }
 
   // Direct NCHW kernels (float at the avx512 level, per-image mode): the forward, and dx of
-  // stride-1 convolutions, when the output rows fill the 16-float lanes well enough and the
-  // padded image copy fits a thread's budget.
+  // stride-1 convolutions, when the output rows fill the 16-float lanes and the output channels
+  // the 12-row tiles well enough, the padded image copy fits a thread's budget, and the fused
+  // channels-last GEMMs (faster for wide inputs: their B reads stay in L1) do not apply.
   const bool own = elem_size == sizeof(float) && simd::level() == simd::kAvx512 && pl.per_image && P > 0;
-  if (own && !backward && !g.pointwise() && lane_use(g.OW) >= kMinLaneUse && g.Kg() >= 4) {
+  const bool fused_candidate = own && nhwc_fusable(g);
+  auto tile_use = [](index_t rows) { return static_cast<double>(rows) / static_cast<double>(sgemm::round_up(rows, sgemm::MR)); };
+  if (own && !backward && !g.pointwise() && !fused_candidate && lane_use(g.OW) >= kMinLaneUse && g.Kg() >= 4 &&
+      tile_use(g.OCg()) >= 0.6) {
     const index_t e = direct_dims(g).elems();
     if (e <= thread_budget / 2) {
       pl.direct_fwd = true;
       pl.direct_elems = e;
     }
   }
-  if (own && backward && need_dx && !g.pointwise() && dx_direct_possible(g)) {
+  if (own && backward && need_dx && !g.pointwise() && !fused_candidate && dx_direct_possible(g)) {
     const ConvGeom t = dx_as_conv(g);
     const index_t e = direct_dims(t).elems();
-    if (lane_use(t.OW) >= kMinLaneUse && t.Kg() >= 4 && e <= thread_budget / 2) {
+    if (lane_use(t.OW) >= kMinLaneUse && t.Kg() >= 4 && tile_use(t.OCg()) >= 0.6 && e <= thread_budget / 2) {
       pl.direct_dx = true;
       pl.direct_elems = e;
     }
