@@ -1,8 +1,9 @@
 """NumPy twins of the conv kernels.
 
-``conv2d`` / ``conv2d_backward`` are the im2col + GEMM version a NumPy user would write: the padded
-input's ``sliding_window_view`` copied into columns (N, C*kH*kW, OH*OW), batched matmuls against
-the weight, and col2im as a loop over kernel offsets adding strided slices. ``conv2d_naive`` /
+``conv2d`` / ``conv2d_backward`` are the im2col + GEMM version a careful NumPy user would write:
+the padded input's ``sliding_window_view`` copied into one column matrix (C*kH*kW, N*OH*OW), one
+2-D GEMM per group over the whole batch (BLAS), and col2im as a loop over kernel offsets adding
+strided slices. ``conv2d_naive`` /
 ``conv2d_backward_naive`` are an independent formulation (one einsum per kernel offset and group,
 no columns) that the tests use to check the twin itself.
 """
@@ -97,13 +98,16 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
 
 def _conv2d(x, w, b, s, p, d, g):
     n, c, h, wd, oc, kh, kw, oh, ow = _geometry(x, w, s, p, d)
-    cols = _windows(_pad(x, p), kh, kw, s, d, oh, ow).reshape(n, g, (c // g) * kh * kw, oh * ow)  # copy
-    wm = w.reshape(g, oc // g, -1)
-    y = np.matmul(wm[None], cols)  # (N, G, OC/G, P): one GEMM per image and group
-    y = y.reshape(n, oc, oh, ow)
+    kg, og = (c // g) * kh * kw, oc // g
+    # Columns (K, N*OH*OW): rows (c, ki, kj), one 2-D GEMM per group over the whole batch.
+    cols = _windows(_pad(x, p), kh, kw, s, d, oh, ow).transpose(1, 2, 3, 0, 4, 5).reshape(c * kh * kw, n * oh * ow)
+    wm = w.reshape(oc, kg)
+    y = np.empty((oc, n * oh * ow), dtype=np.result_type(x, w))
+    for gi in range(g):
+        np.matmul(wm[gi * og:(gi + 1) * og], cols[gi * kg:(gi + 1) * kg], out=y[gi * og:(gi + 1) * og])
     if b is not None:
-        y += b.reshape(1, oc, 1, 1)
-    return y
+        y += b.reshape(oc, 1)
+    return y.reshape(oc, n, oh, ow).transpose(1, 0, 2, 3)
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, need_dx=True, need_dw=True,
@@ -114,24 +118,30 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, need_dx
 
 def _conv2d_backward(dy, x, w, s, p, d, g, need_dx, need_dw, need_db, dx_out, dw_out, db_out, accumulate):
     n, c, h, wd, oc, kh, kw, oh, ow = _geometry(x, w, s, p, d)
-    dyg = dy.reshape(n, g, oc // g, oh * ow)
+    kg, og = (c // g) * kh * kw, oc // g
     dx = dw = db = None
     if need_db:
         db = dy.sum(axis=(0, 2, 3))
         if db_out is not None:
             db = _accumulate(db_out, db, accumulate)
+    if not (need_dw or need_dx):
+        return dx, dw, db
+    dym = dy.transpose(1, 0, 2, 3).reshape(oc, n * oh * ow)  # (OC, N*P): one copy
     if need_dw:
-        cols = _windows(_pad(x, p), kh, kw, s, d, oh, ow).reshape(n, g, (c // g) * kh * kw, oh * ow)
-        # dW_g = sum over images and pixels of dy_g col_g^T: one GEMM per group
-        dw = np.stack([np.tensordot(dyg[:, i], cols[:, i], axes=([0, 2], [0, 2])) for i in range(g)])
+        cols = _windows(_pad(x, p), kh, kw, s, d, oh, ow).transpose(1, 2, 3, 0, 4, 5).reshape(c * kh * kw, n * oh * ow)
+        dw = np.empty((oc, kg), dtype=dy.dtype)
+        for gi in range(g):  # dW_g = dy_g cols_g^T: one GEMM per group over the whole batch
+            np.matmul(dym[gi * og:(gi + 1) * og], cols[gi * kg:(gi + 1) * kg].T, out=dw[gi * og:(gi + 1) * og])
         dw = dw.reshape(w.shape)
         if dw_out is not None:
             dw = _accumulate(dw_out, dw, accumulate)
     if need_dx:
-        wm = w.reshape(g, oc // g, -1)
-        dcols = np.matmul(wm.transpose(0, 2, 1)[None], dyg)  # (N, G, Kg, P)
+        wm = w.reshape(oc, kg)
+        dcols = np.empty((c * kh * kw, n * oh * ow), dtype=dy.dtype)
+        for gi in range(g):  # dcols_g = W_g^T dy_g
+            np.matmul(wm[gi * og:(gi + 1) * og].T, dym[gi * og:(gi + 1) * og], out=dcols[gi * kg:(gi + 1) * kg])
         dxp = np.zeros((n, c, h + p[0] + p[1], wd + p[2] + p[3]), dtype=dy.dtype)
-        _col2im_add(dxp, dcols.reshape(n, c, kh, kw, oh, ow), kh, kw, s, d, oh, ow)
+        _col2im_add(dxp, dcols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5), kh, kw, s, d, oh, ow)
         dx = _write(dx_out, dxp[:, :, p[0]: p[0] + h, p[2]: p[2] + wd])
     return dx, dw, db
 
