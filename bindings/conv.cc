@@ -371,6 +371,7 @@ void bind_conv(py::module_& m) {
         d["fused"] = pl.fused;
         d["direct_fwd"] = pl.direct_fwd;
         d["direct_dx"] = pl.direct_dx;
+        d["direct_dw"] = pl.direct_dw;
         d["direct_elems"] = pl.direct_elems;
         d["per_image"] = pl.per_image;
         d["image_elems"] = pl.image_elems;

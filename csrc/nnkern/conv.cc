@@ -203,11 +203,46 @@ NNK_INLINE void walk_columns(ColT* col, XT* x, const ConvGeom& g, index_t c0, in
   }
 }
 
+// Rows [oh_lo, oh_hi) of output rows whose input row oh*SH + ki*DH - PH lies inside [0, H).
+NNK_INLINE void valid_rows(const ConvGeom& g, index_t ki, index_t& oh_lo, index_t& oh_hi) {
+  const Span sp = valid_span(ki * g.DH - g.PH, g.SH, g.H, g.OH);
+  oh_lo = sp.lo;
+  oh_hi = sp.hi;
+}
+
 // col [C*KH*KW, p1-p0] (the rows of channels [c0, c1))  x [C, H, W] (one image)
 template <class T>
 NNK_INLINE void im2col_block_body(T* col, const T* x, const ConvGeom* gp, index_t c0, index_t c1,
                                   index_t p0, index_t p1) {
   const ConvGeom& g = *gp;
+  if (p0 == 0 && p1 == g.P()) {
+    // Whole image: per (c, ki, kj) the valid rows and columns are one rectangle; a tight loop
+    // over its rows with fixed run lengths (the usual case).
+    const index_t P = g.P();
+    for (index_t c = c0; c < c1; ++c) {
+      const T* xc = x + c * g.H * g.W;
+      for (index_t ki = 0; ki < g.KH; ++ki) {
+        index_t oh_lo, oh_hi;
+        valid_rows(g, ki, oh_lo, oh_hi);
+        for (index_t kj = 0; kj < g.KW; ++kj) {
+          T* row = col + ((c * g.KH + ki) * g.KW + kj) * P;
+          const index_t off = kj * g.DW - g.PW;
+          const Span sp = valid_span(off, g.SW, g.W, g.OW);
+          zero_run(row, oh_lo * g.OW);
+          const T* src = xc + (oh_lo * g.SH + ki * g.DH - g.PH) * g.W + sp.lo * g.SW + off;
+          for (index_t oh = oh_lo; oh < oh_hi; ++oh) {
+            T* d = row + oh * g.OW;
+            zero_run(d, sp.lo);
+            if (sp.hi > sp.lo) copy_run_strided(d + sp.lo, src, sp.hi - sp.lo, g.SW);
+            zero_run(d + sp.hi, g.OW - sp.hi);
+            src += g.SH * g.W;
+          }
+          zero_run(row + oh_hi * g.OW, (g.OH - oh_hi) * g.OW);
+        }
+      }
+    }
+    return;
+  }
   walk_columns(col, x, g, c0, c1, p0, p1,
                [&](T* d, index_t ow0, index_t ow1, const T* in, index_t off, Span sp) NNK_LAMBDA_INLINE {
                  if (in == nullptr) {
@@ -228,6 +263,28 @@ template <class T>
 NNK_INLINE void col2im_block_body(T* x, const T* col, const ConvGeom* gp, index_t c0, index_t c1,
                                   index_t p0, index_t p1) {
   const ConvGeom& g = *gp;
+  if (p0 == 0 && p1 == g.P()) {  // whole image: see im2col_block_body
+    const index_t P = g.P();
+    for (index_t c = c0; c < c1; ++c) {
+      T* xc = x + c * g.H * g.W;
+      for (index_t ki = 0; ki < g.KH; ++ki) {
+        index_t oh_lo, oh_hi;
+        valid_rows(g, ki, oh_lo, oh_hi);
+        for (index_t kj = 0; kj < g.KW; ++kj) {
+          const T* row = col + ((c * g.KH + ki) * g.KW + kj) * P;
+          const index_t off = kj * g.DW - g.PW;
+          const Span sp = valid_span(off, g.SW, g.W, g.OW);
+          if (sp.hi <= sp.lo) continue;
+          T* dst = xc + (oh_lo * g.SH + ki * g.DH - g.PH) * g.W + sp.lo * g.SW + off;
+          for (index_t oh = oh_lo; oh < oh_hi; ++oh) {
+            add_run_strided(dst, row + oh * g.OW + sp.lo, sp.hi - sp.lo, g.SW);
+            dst += g.SH * g.W;
+          }
+        }
+      }
+    }
+    return;
+  }
   walk_columns(col, x, g, c0, c1, p0, p1,
                [&](const T* d, index_t ow0, index_t ow1, T* in, index_t off, Span sp) NNK_LAMBDA_INLINE {
                  if (in == nullptr) return;
@@ -1051,6 +1108,94 @@ NNK_TARGET_AVX512 void direct_image(float* y, const float* xq, const ConvGeom& g
   }
 }
 
+// dW_g [OCg, Kg] (= or +=, `beta`) from one image: dW[o][k] = sum over output pixels p of
+// dy[o][p] * xq[base(p) + koff[k]]. Pixels ride the lanes (16-pixel segments of output rows);
+// a tile keeps MO output channels x NT taps of lane accumulators (24) in registers over the
+// whole image, then reduces each accumulator across its lanes in a fixed order. Two tile shapes
+// (6 x 4, 4 x 6); the one that wastes fewer lanes on partial tiles is used.
+
+// Sum of the 16 lanes in a fixed pairwise order.
+NNK_TARGET_AVX512 NNK_INLINE float lane_sum(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  for (int w = 8; w >= 1; w /= 2) {
+    for (int l = 0; l < w; ++l) t[l] += t[l + w];
+  }
+  return t[0];
+}
+
+template <int MO, int NT>
+NNK_TARGET_AVX512 void direct_dw_image(float* dw, bool beta, const float* dy, const float* xq, const ConvGeom& g,
+                                       const DirectDims& d, const index_t* koff, index_t OCg, index_t Kg) {
+  const index_t P = g.P();
+  for (index_t o0 = 0; o0 < OCg; o0 += MO) {
+    const int mo = static_cast<int>(std::min<index_t>(MO, OCg - o0));
+    for (index_t t0 = 0; t0 < Kg; t0 += NT) {
+      const int nt = static_cast<int>(std::min<index_t>(NT, Kg - t0));
+      const float* xt[NT];
+      for (int t = 0; t < NT; ++t) xt[t] = xq + koff[t0 + std::min(t, nt - 1)];
+      __m512 acc[MO][NT];
+      for (int o = 0; o < MO; ++o) {
+        for (int t = 0; t < NT; ++t) acc[o][t] = _mm512_setzero_ps();
+      }
+      for (index_t oh = 0; oh < g.OH; ++oh) {
+        for (index_t ow = 0; ow < g.OW; ow += kSeg) {
+          const __mmask16 m = sgemm::lanes(g.OW - ow);
+          const index_t xb = oh * g.SH * d.Wq + ow, yb = oh * g.OW + ow;
+          __m512 dyv[MO];
+          for (int o = 0; o < MO; ++o) {
+            dyv[o] = o < mo ? _mm512_maskz_loadu_ps(m, dy + (o0 + o) * P + yb) : _mm512_setzero_ps();
+          }
+          for (int t = 0; t < NT; ++t) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, xt[t] + xb);
+            for (int o = 0; o < MO; ++o) acc[o][t] = _mm512_fmadd_ps(dyv[o], xv, acc[o][t]);
+          }
+        }
+      }
+      // Constant indices only (full unroll): a runtime index would keep acc in memory.
+#pragma GCC unroll 6
+      for (int o = 0; o < MO; ++o) {
+#pragma GCC unroll 6
+        for (int t = 0; t < NT; ++t) {
+          if (o < mo && t < nt) {
+            float* dst = dw + (o0 + o) * Kg + t0 + t;
+            const float v = lane_sum(acc[o][t]);
+            *dst = beta ? *dst + v : v;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Lanes computed per useful one for an MO x NT tiling of OCg x Kg.
+inline double dw_tile_waste(index_t OCg, index_t Kg, index_t MO, index_t NT) {
+  return static_cast<double>(sgemm::round_up(OCg, MO) * sgemm::round_up(Kg, NT)) /
+         static_cast<double>(std::max<index_t>(1, OCg * Kg));
+}
+
+// The direct dW for one image (float only).
+template <class T>
+void direct_dw(T* dw, bool beta, const T* dy, const T* x, T* xq, const ConvGeom& g, const DirectDims& d,
+               const index_t* koff) {
+  if constexpr (std::is_same_v<T, float>) {
+    to_direct(xq, x, &g, &d);
+    const index_t OCg = g.OCg(), Kg = g.Kg();
+    const bool tall = dw_tile_waste(OCg, Kg, 6, 4) <= dw_tile_waste(OCg, Kg, 4, 6);
+    for (index_t grp = 0; grp < g.G; ++grp) {
+      float* dwg = dw + grp * OCg * Kg;
+      const float* dyg = dy + grp * OCg * g.P();
+      if (tall) {
+        direct_dw_image<6, 4>(dwg, beta, dyg, xq, g, d, koff + grp * Kg, OCg, Kg);
+      } else {
+        direct_dw_image<4, 6>(dwg, beta, dyg, xq, g, d, koff + grp * Kg, OCg, Kg);
+      }
+    }
+  } else {
+    NNK_ASSERT(false);
+  }
+}
+
 // The geometry of dx = conv(dy, flipped transposed weight) for a stride-1 convolution g.
 inline ConvGeom dx_as_conv(const ConvGeom& g) {
   ConvGeom t = g;
@@ -1101,15 +1246,37 @@ struct DirectWeights {
   const index_t* koff = nullptr;
 };
 
+// Elements (of T) of direct_weights' buffer, and of a tap-offset table of K entries.
 template <class T>
-DirectWeights<T> direct_weights(const T* w, const ConvGeom& orig, const ConvGeom& g, const DirectDims& d, bool flip) {
+index_t tap_table_elems(index_t K) {
+  return sgemm::round_up((K * static_cast<index_t>(sizeof(index_t)) + static_cast<index_t>(sizeof(T)) - 1) /
+                             static_cast<index_t>(sizeof(T)),
+                         16);
+}
+
+template <class T>
+index_t direct_weights_elems(const ConvGeom& g, bool flip) {
+  const index_t stride = sgemm::round_up(sgemm::round_up(g.OCg(), sgemm::MR) * g.Kg(), 16);
+  return (flip ? sgemm::round_up(g.OC * g.Kg(), 16) : 0) + g.G * stride + tap_table_elems<T>(g.K());
+}
+
+// Tap offsets of every group of g into `buf` (tap_table_elems<T>(g.K()) elements).
+template <class T>
+const index_t* tap_table(T* buf, const ConvGeom& g, const DirectDims& d) {
+  index_t* koff = reinterpret_cast<index_t*>(buf);
+  for (index_t grp = 0; grp < g.G; ++grp) direct_tap_offsets(koff + grp * g.Kg(), g, d, grp * g.Cg(), g.Cg());
+  return koff;
+}
+
+// Fills `buf` (direct_weights_elems(g, flip) elements, 64-byte aligned).
+template <class T>
+DirectWeights<T> direct_weights(T* buf, const T* w, const ConvGeom& orig, const ConvGeom& g, const DirectDims& d,
+                                bool flip) {
   DirectWeights<T> out;
   if constexpr (std::is_same_v<T, float>) {
-    const index_t OCg = g.OCg(), Kg = g.Kg(), Cg = g.Cg();
+    const index_t OCg = g.OCg(), Kg = g.Kg();
     const index_t flip_elems = flip ? sgemm::round_up(g.OC * Kg, 16) : 0;
     out.stride = sgemm::round_up(sgemm::round_up(OCg, sgemm::MR) * Kg, 16);
-    const index_t koff_elems = sgemm::round_up((g.K() * static_cast<index_t>(sizeof(index_t)) + 3) / 4, 16);
-    T* buf = scratch<T>(kSlotWeight, flip_elems + g.G * out.stride + koff_elems);
     const T* src = w;
     if (flip) {
       flip_transpose_weight(buf, w, orig);
@@ -1120,10 +1287,8 @@ DirectWeights<T> direct_weights(const T* w, const ConvGeom& orig, const ConvGeom
       sgemm::pack_a(wpk + grp * out.stride, sgemm::Operand{src + grp * OCg * Kg, Kg, false, nullptr}, OCg, 0,
                     sgemm::round_up(OCg, sgemm::MR), 0, Kg);
     }
-    index_t* koff = reinterpret_cast<index_t*>(wpk + g.G * out.stride);
-    for (index_t grp = 0; grp < g.G; ++grp) direct_tap_offsets(koff + grp * Kg, g, d, grp * Cg, Cg);
     out.wpk = wpk;
-    out.koff = koff;
+    out.koff = tap_table(wpk + g.G * out.stride, g, d);
   } else {
     NNK_ASSERT(false);
   }
@@ -1334,10 +1499,18 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
       pl.direct_elems = e;
     }
   }
+  if (own && backward && need_dw && !g.pointwise() && !fused_candidate && lane_use(g.OW) >= kMinLaneUse &&
+      g.Kg() >= 4) {
+    const index_t e = direct_dims(g).elems();
+    if (e <= thread_budget / 4) {
+      pl.direct_dw = true;
+      pl.direct_w_elems = e;
+    }
+  }
   if (own && backward && need_dx && !g.pointwise() && !fused_candidate && dx_direct_possible(g)) {
     const ConvGeom t = dx_as_conv(g);
     const index_t e = direct_dims(t).elems();
-    if (lane_use(t.OW) >= kMinLaneUse && t.Kg() >= 4 && tile_use(t.OCg()) >= 0.6 && e <= thread_budget / 2) {
+    if (lane_use(t.OW) >= kMinLaneUse && t.Kg() >= 4 && tile_use(t.OCg()) >= 0.6 && e <= thread_budget / 4) {
       pl.direct_dx = true;
       pl.direct_elems = e;
     }
@@ -1346,7 +1519,7 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
   // Column layout for what remains: channels-last when its contiguous runs are long and beat
   // the NCHW runs (one output row; strided gathers when SW > 1), per-image mode only (its
   // scatter is not split over threads), and the padded image copies fit a thread's budget.
-  const bool need_columns = backward ? (need_dw || (need_dx && !pl.direct_dx)) : !pl.direct_fwd;
+  const bool need_columns = backward ? ((need_dw && !pl.direct_dw) || (need_dx && !pl.direct_dx)) : !pl.direct_fwd;
   pl.layout = ConvPlan::kNchw;
   pl.image_elems = 0;
   pl.image_copies = 0;
@@ -1356,9 +1529,9 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
     const index_t run = (g.G == 1 && g.DW == 1) ? g.KW * g.C : g.Cg();
     const PaddedDims pd = padded_dims(g);
     const index_t image = pd.Hp * pd.Wp * g.C;
-    const index_t copies = backward ? (need_dw ? 1 : 0) + (need_dx && !pl.direct_dx ? 1 : 0) : 1;
+    const index_t copies = backward ? (need_dw && !pl.direct_dw ? 1 : 0) + (need_dx && !pl.direct_dx ? 1 : 0) : 1;
     if (run >= kMinNhwcRun && (run >= g.OW || g.SW > 1) &&
-        copies * image <= (thread_budget - pl.direct_elems) / 2) {
+        copies * image <= (thread_budget - pl.direct_elems - pl.direct_w_elems) / 2) {
       pl.layout = ConvPlan::kNhwc;
       pl.image_elems = image;
       pl.image_copies = copies;
@@ -1372,8 +1545,8 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
     pl.block_pixels = std::max<index_t>(P, 1);
     pl.col_elems = 0;
   } else {
-    const index_t budget =
-        std::max<index_t>(1, thread_budget - pl.image_copies * pl.image_elems - pl.direct_elems);
+    const index_t budget = std::max<index_t>(
+        1, thread_budget - pl.image_copies * pl.image_elems - pl.direct_elems - pl.direct_w_elems);
     index_t bp = K > 0 ? budget / K : P;
     if (bp >= P) {
       bp = P;
@@ -1384,7 +1557,8 @@ ConvPlan conv_plan(const ConvGeom& g, std::size_t elem_size, bool backward, bool
     pl.block_pixels = std::max<index_t>(bp, 1);
     pl.col_elems = K * pl.block_pixels;
   }
-  const index_t thread_bytes = (pl.col_elems + pl.image_copies * pl.image_elems + pl.direct_elems) * elem;
+  const index_t thread_bytes =
+      (pl.col_elems + pl.image_copies * pl.image_elems + pl.direct_elems + pl.direct_w_elems) * elem;
   pl.max_threads = thread_bytes == 0
                        ? kMaxTeam
                        : static_cast<int>(std::clamp<index_t>(limit / thread_bytes, 1, kMaxTeam));
@@ -1440,7 +1614,8 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
   const index_t CHW = g.C * g.H * g.W, OCP = g.OC * P, OCg = g.OCg(), Kg = g.Kg(), K = g.K();
   if (pl.direct_fwd) {
     const DirectDims d = direct_dims(g);
-    const DirectWeights<T> dw8 = direct_weights(w, g, g, d, false);
+    const DirectWeights<T> dw8 =
+        direct_weights(scratch<T>(kSlotWeight, direct_weights_elems<T>(g, false)), w, g, g, d, false);
     run_team(team_size(pl, g, g.N, 1.0), [&](int t, int team) {
       T* xq = scratch<T>(kSlotImage, pl.direct_elems);
       index_t lo, hi;
@@ -1554,17 +1729,11 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   }
   const ConvPlan pl = conv_plan(g, sizeof(T), true, dw != nullptr, dx != nullptr);
   const bool nhwc = pl.layout == ConvPlan::kNhwc, pw = pl.layout == ConvPlan::kPointwise;
-  // dx through the columns (dcol GEMM + col2im), unless the direct kernel computes it.
-  T* const dxc = pl.direct_dx ? nullptr : dx;
-  DirectWeights<T> dxw{};
-  ConvGeom gx{};
-  DirectDims dd{};
-  if (pl.direct_dx) {
-    gx = dx_as_conv(g);
-    dd = direct_dims(gx);
-    dxw = direct_weights(w, g, gx, dd, true);
-  }
   const PaddedDims pd = padded_dims(g);
+  // dx through the columns (dcol GEMM + col2im), unless the direct kernel computes it; dW through
+  // the columns unless the direct dW kernel does.
+  T* const dxc = pl.direct_dx ? nullptr : dx;
+  const bool direct_dw_on = pl.direct_dw && dw != nullptr;
   // dcol = W^T dy: channels-last pairs with the weight in (OC, KH, KW, Cg) order (B of the GEMM),
   // NCHW with W^T (A). The own SGEMM takes that operand packed once per call.
   const bool own_ok = pl.per_image && own_gemm_available<T>();
@@ -1575,10 +1744,27 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const index_t wt_elems = nhwc && dxc != nullptr ? sgemm::round_up(WN, 16) : 0;
   const index_t wpk_stride = !(own_dx && dxc != nullptr) ? 0
                              : sgemm::round_up(nhwc ? sgemm::packed_b_size(Kg, OCg) : sgemm::packed_a_size(Kg, OCg), 16);
+  // Everything shared by the threads lives in one buffer: [direct dx weights | dW tap table |
+  // weight for the dcol GEMM].
+  ConvGeom gx{};
+  DirectDims dd{}, dxd{};
+  DirectWeights<T> dxw{};
+  const index_t* dw_koff = nullptr;
+  if (pl.direct_dx) {
+    gx = dx_as_conv(g);
+    dd = direct_dims(gx);
+  }
+  if (direct_dw_on) dxd = direct_dims(g);
+  const index_t shared_a = pl.direct_dx ? direct_weights_elems<T>(gx, true) : 0;
+  const index_t shared_b = direct_dw_on ? tap_table_elems<T>(K) : 0;
+  const index_t shared_c = need_wk ? wt_elems + g.G * wpk_stride : 0;
+  T* shared = shared_a + shared_b + shared_c > 0 ? scratch<T>(kSlotWeight, shared_a + shared_b + shared_c) : nullptr;
+  if (pl.direct_dx) dxw = direct_weights(shared, w, g, gx, dd, true);
+  if (direct_dw_on) dw_koff = tap_table(shared + shared_a, g, dxd);
   const T* wk = w;
   const T* wpk = nullptr;
   if (need_wk) {
-    T* buf = scratch<T>(kSlotWeight, wt_elems + g.G * wpk_stride);
+    T* buf = shared + shared_a + shared_b;
     if (nhwc) {
       weight_to_nhwc(buf, w, g);
       wk = buf;
@@ -1596,13 +1782,18 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   // One image: dW target `dwt` (first GEMM with beta `dw_beta`, then 1; in the column layout's
   // weight order), db target `dbt` (added into), dx image written. `col`, `xt`, `dxt` are this
   // thread's scratch (xt/dxt: channels-last only).
-  auto image = [&](index_t n, T* col, T* xt, T* dxt, T* dyq, T* dwt, T& dw_beta, T* dbt, bool split) {
+  auto image = [&](index_t n, T* col, T* xt, T* dxt, T* dyq, T* xq, T* dw_in, T& dw_beta, T* dbt, bool split) {
     const T* dyn = dy + n * OCP;
     const T* xn = x + n * CHW;
     T* dxn = dxc != nullptr ? dxc + n * CHW : nullptr;
     if (pl.direct_dx && dx != nullptr) {
       direct_conv_image(dx + n * CHW, dyn, dyq, gx, dd, dxw.wpk, dxw.stride, dxw.koff, static_cast<const T*>(nullptr));
     }
+    if (direct_dw_on && dw_in != nullptr) {
+      direct_dw(dw_in, dw_beta != T(0), dyn, xn, xq, g, dxd, dw_koff);
+      dw_beta = T(1);
+    }
+    T* const dwt = direct_dw_on ? nullptr : dw_in;  // dW through the columns
     if (dbt != nullptr) {
       if (split) {
         parallel_for(
@@ -1683,6 +1874,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       T* xt = nhwc && dw != nullptr ? scratch<T>(kSlotImage, pl.image_elems) : nullptr;
       T* dxt = nhwc && dxc != nullptr ? scratch<T>(kSlotImageGrad, pl.image_elems) : nullptr;
       T* dyq = pl.direct_dx ? scratch<T>(kSlotImageGrad, pl.direct_elems) : nullptr;
+      T* xq = direct_dw_on ? scratch<T>(kSlotImage, pl.direct_w_elems) : nullptr;
       index_t lo, hi;
       team_range(nred, t, team, lo, hi);
       for (index_t c = lo; c < hi; ++c) {
@@ -1691,7 +1883,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         if (dbc != nullptr) zero_fill(dbc, g.OC);
         T beta = T(0);
         for (index_t n = c * per; n < std::min(g.N, (c + 1) * per); ++n) {
-          image(n, col, xt, dxt, dyq, dwc, beta, dbc, false);
+          image(n, col, xt, dxt, dyq, xq, dwc, beta, dbc, false);
         }
         if (dwc != nullptr && beta == T(0)) zero_fill(dwc, WN);  // no GEMM ran (empty dims)
       }
@@ -1699,7 +1891,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     // Partials summed in chunk order into partial 0, then stored (or added) into dw/db.
     if (dw != nullptr) {
       parallel_for(WN, 16384, [&](index_t i0, index_t i1) { reduce_partials(dwp, nred, WN, i0, i1); });
-      if (nhwc) {
+      if (nhwc && !direct_dw_on) {  // channels-last columns give dW in (OC, KH, KW, Cg) order
         weight_from_nhwc(dw, static_cast<const T*>(dwp), g, accumulate);
       } else {
         store(dw, static_cast<const T*>(dwp), WN, accumulate);
@@ -1714,7 +1906,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     T* col = pl.col_elems > 0 ? scratch<T>(kSlotColumns, pl.col_elems) : nullptr;
     T beta = accumulate ? T(1) : T(0);
     if (db != nullptr && !accumulate) zero_fill(db, g.OC);
-    for (index_t n = 0; n < g.N; ++n) image(n, col, nullptr, nullptr, nullptr, dw, beta, db, true);
+    for (index_t n = 0; n < g.N; ++n) image(n, col, nullptr, nullptr, nullptr, nullptr, dw, beta, db, true);
     if (dw != nullptr && beta == T(0)) zero_fill(dw, WN);
   }
 }

@@ -82,7 +82,9 @@ struct ConvPlan {
                           // image copy and adding straight into the dx copy: no column matrix
   bool direct_fwd;        // forward by the direct NCHW kernel (no columns)
   bool direct_dx;         // dx by the direct NCHW kernel (stride 1: conv of dy, flipped weight)
-  index_t direct_elems;   // scratch elements of one padded phase-split image (x or dy)
+  bool direct_dw;         // dW by the direct kernel (pixels on the lanes, no columns)
+  index_t direct_elems;   // scratch elements of one padded phase-split image (forward: x; dx: dy)
+  index_t direct_w_elems; // dW: scratch elements of the padded phase-split copy of x
   index_t image_copies;   // channels-last image copies per thread (x, and dx)
   bool per_image;         // threads over images (else: images in turn, GEMMs split by gemm())
   index_t block_pixels;   // pixels of one image per column block (== P unless capped)
