@@ -1132,22 +1132,23 @@ NNK_TARGET_AVX512 void direct_dw_image(float* dw, bool beta, const float* dy, co
     const int mo = static_cast<int>(std::min<index_t>(MO, OCg - o0));
     for (index_t t0 = 0; t0 < Kg; t0 += NT) {
       const int nt = static_cast<int>(std::min<index_t>(NT, Kg - t0));
+      // Tails (mo < MO, nt < NT) repeat the last row/tap: no branches in the loop below.
       const float* xt[NT];
+      const float* dyr[MO];
       for (int t = 0; t < NT; ++t) xt[t] = xq + koff[t0 + std::min(t, nt - 1)];
+      for (int o = 0; o < MO; ++o) dyr[o] = dy + (o0 + std::min(o, mo - 1)) * P;
       __m512 acc[MO][NT];
       for (int o = 0; o < MO; ++o) {
         for (int t = 0; t < NT; ++t) acc[o][t] = _mm512_setzero_ps();
       }
       for (index_t oh = 0; oh < g.OH; ++oh) {
+        const index_t xrow = oh * g.SH * d.Wq, yrow = oh * g.OW;
         for (index_t ow = 0; ow < g.OW; ow += kSeg) {
           const __mmask16 m = sgemm::lanes(g.OW - ow);
-          const index_t xb = oh * g.SH * d.Wq + ow, yb = oh * g.OW + ow;
           __m512 dyv[MO];
-          for (int o = 0; o < MO; ++o) {
-            dyv[o] = o < mo ? _mm512_maskz_loadu_ps(m, dy + (o0 + o) * P + yb) : _mm512_setzero_ps();
-          }
+          for (int o = 0; o < MO; ++o) dyv[o] = _mm512_maskz_loadu_ps(m, dyr[o] + yrow + ow);
           for (int t = 0; t < NT; ++t) {
-            const __m512 xv = _mm512_maskz_loadu_ps(m, xt[t] + xb);
+            const __m512 xv = _mm512_maskz_loadu_ps(m, xt[t] + xrow + ow);
             for (int o = 0; o < MO; ++o) acc[o][t] = _mm512_fmadd_ps(dyv[o], xv, acc[o][t]);
           }
         }
