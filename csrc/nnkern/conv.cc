@@ -1,10 +1,9 @@
 #include "nnkern/conv.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
-#include <immintrin.h>
-
 #include <cstdint>
 #include <exception>
 #include <type_traits>
@@ -37,14 +36,17 @@ constexpr int kMaxTeam = 1024;
 // more than it saves (~1-2 us to wake a team; much more on an oversubscribed machine).
 constexpr double kMinWorkPerThread = 1.0e6;
 
-// Scratch slots. Per thread: the column block and the padded channels-last image copies. Shared
-// (taken by the calling thread before a parallel region): partials and the permuted weight.
+// Scratch slots. Per thread: the column block, the image copies (x; dx or dy) and the own SGEMM's
+// packed blocks. Shared (taken by the calling thread before a parallel region, read-only or
+// written per chunk inside it): the dW/db partials and the prepared weights.
 constexpr int kSlotColumns = kScratch0;
 constexpr int kSlotDwPartials = kScratch1;
 constexpr int kSlotDbPartials = kScratch2;
 constexpr int kSlotImage = kScratch3;
 constexpr int kSlotImageGrad = kScratch4;
 constexpr int kSlotWeight = kScratch5;
+constexpr int kSlotPackB = kScratch6;
+constexpr int kSlotPackA = kScratch7;
 
 // Lambdas passed to NNK_INLINE helpers must be inlined too, so that they are compiled for the
 // caller's ISA (simd.h).
@@ -764,8 +766,8 @@ NNK_TARGET_AVX512 NNK_INLINE void gemm_t(index_t M, index_t N, index_t K, const 
   }
   const index_t KC = block_k(K), Mp = round_up(M, MR), Np = round_up(N, NR);
   const index_t NCb = std::min({kNC, Np, nc_cap(KC)}), MCb = std::min(kMC, Mp);
-  float* Bbuf = bsrc.needs_buffer() ? scratch<float>(kScratch6, KC * NCb) : nullptr;
-  float* Abuf = A.packed == nullptr ? scratch<float>(kScratch7, KC * MCb) : nullptr;
+  float* Bbuf = bsrc.needs_buffer() ? scratch<float>(kSlotPackB, KC * NCb) : nullptr;
+  float* Abuf = A.packed == nullptr ? scratch<float>(kSlotPackA, KC * MCb) : nullptr;
   Acc acc;
   for (index_t jc = 0; jc < N; jc += NCb) {
     const index_t nc = std::min(NCb, N - jc), nc_pad = round_up(nc, NR);
@@ -897,7 +899,7 @@ NNK_TARGET_AVX512 void dw_from_image(float* dw, const float* dy, index_t ldy, co
                                      index_t OC, index_t np, index_t K, bool beta) {
   using namespace sgemm;
   const index_t KC = block_k(np), MCb = std::min(kMC, round_up(OC, MR));
-  float* Abuf = scratch<float>(kScratch7, KC * MCb);
+  float* Abuf = scratch<float>(kSlotPackA, KC * MCb);
   const float* rows[kMaxKC];
   const StoreC store{dw, K};
   Acc acc;

@@ -61,7 +61,7 @@ def _setup(spec, mode):
             if fwdbwd:
                 ref.conv2d_backward(dy, x, wt, s, p)
 
-        impls = [Impl("nnkern", nk_run, "im2col+GEMM, out= buffers, bitwise thread-invariant"),
+        impls = [Impl("nnkern", nk_run, "out= buffers; path per shape: direct kernels, fused channels-last GEMMs or im2col+GEMM"),
                  Impl("numpy-im2col", np_run, "sliding_window_view columns + matmul; col2im by offsets")]
 
         # The GEMM roof: the same products (whole batch's columns in one GEMM each) through nk.matmul.
