@@ -454,7 +454,7 @@ def test_thread_count_invariance(cfg, dtype):
     close(results[0][0], ref.conv2d(x, w, b, **opts(cfg)), dtype, 300)
 
 
-@pytest.mark.skipif(nk._core._detected_simd_level() != "avx512", reason="the fused path needs AVX-512")
+@pytest.mark.skipif(nk.simd_level() != "avx512", reason="the fused path needs the AVX-512 code path")
 def test_fused_sweep_is_fused():
     assert sum(_plan(c, 4)["fused"] for c in FUSED_SWEEP) >= 24
 
@@ -568,7 +568,7 @@ def random_direct_config(rng):
 DIRECT_SWEEP = [random_direct_config(np.random.default_rng(4000 + i)) for i in range(40)]
 
 
-@pytest.mark.skipif(nk._core._detected_simd_level() != "avx512", reason="the direct kernels need AVX-512")
+@pytest.mark.skipif(nk.simd_level() != "avx512", reason="the direct kernels need the AVX-512 code path")
 def test_direct_sweep_is_direct():
     assert sum(_plan(c, 4, backward=False)["direct_fwd"] for c in DIRECT_SWEEP) >= 15
     assert sum(_plan(c, 4)["direct_dx"] for c in DIRECT_SWEEP) >= 8
