@@ -430,6 +430,10 @@ PARALLEL_CASES = [
     dict(n=1, c=32, h=32, w=32, oc=64, kh=3, kw=3, stride=(1, 1), padding=1, dilation=(1, 1), groups=1),
     # one image, depthwise: groups spread over threads
     dict(n=1, c=16, h=20, w=20, oc=16, kh=3, kw=3, stride=(1, 1), padding=1, dilation=(1, 1), groups=16),
+    # direct forward and direct dW (few input channels), 13 images in partial chunks
+    dict(n=13, c=3, h=16, w=16, oc=16, kh=3, kw=3, stride=(1, 1), padding=1, dilation=(1, 1), groups=1),
+    # direct dx and direct dW (12 channels: no fused path), 11 images
+    dict(n=11, c=12, h=14, w=14, oc=16, kh=3, kw=3, stride=(1, 1), padding=1, dilation=(1, 1), groups=1),
 ]
 
 
@@ -444,6 +448,11 @@ def test_thread_count_invariance(cfg, dtype):
                                  x.itemsize, True, True)
     if cfg["n"] > 1:
         assert plan["per_image"] and plan["red_chunks"] >= 2
+    if nk.simd_level() == "avx512" and dtype == np.float32:
+        idx = PARALLEL_CASES.index(cfg)
+        assert plan["direct_dw"] == (idx in (5, 6))
+        assert plan["direct_dx"] == (idx == 6)
+        assert plan["fused"] == (idx == 1)
     results = []
     for t in (1, 2, 3):
         with num_threads(t):
