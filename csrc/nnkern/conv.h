@@ -21,6 +21,13 @@
 //     column handling: the forward packs B straight from the image copy, dW reads its B rows
 //     there, and dcol tiles are added straight into the dx image copy: no column matrix at all.
 //     float64, the other ISA levels and small products go through gemm.h (OpenBLAS).
+//   * Direct kernels (float32, avx512, per-image mode; no column matrix): output pixels on the
+//     16-float lanes, B rows read straight from a zero-padded, stride-phase-split NCHW copy of the
+//     image. Used for the forward and for dx of stride-1 convolutions (a convolution of dy with
+//     the flipped, transposed kernel) when output rows fill the lanes and output channels the
+//     12-row tiles, and for dW (6x4 / 4x6 register tiles of lane accumulators) when the fused
+//     channels-last path does not apply. They are what makes few-channel layers (digits, CIFAR
+//     inputs) fast: there the im2col copies, not the FLOPs, dominated.
 //   * N == 1, or a weight too large for per-chunk partial gradients: images run one after the
 //     other and each GEMM is split over the threads by gemm() (fixed, shape-only cut);
 //     im2col/col2im split over channels.
