@@ -1,0 +1,305 @@
+// Vectorisable elementary functions: exp, log, log1p, tanh, sigmoid, softplus for float and double.
+//
+// Why not std::exp & co.: libm calls are opaque to GCC's vectoriser (and -fno-math-errno alone
+// does not give it a vector libm), so a loop calling std::exp runs one element at a time. These
+// are NNK_INLINE, branch-free (ternaries become blends) and use only +, *, /, compares and
+// integer bit operations, so a loop calling them inside an NNK_MULTIVERSION body vectorises at
+// the wrapper's ISA (16 floats per AVX-512 instruction). Any kernel family may include this file.
+//
+// Method (the usual one; the code is our own):
+//   exp(x):   x = n*ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2, so r is exact), e^r by a
+//             polynomial, times 2^n built from exponent bits. 2^n is applied as two factors
+//             2^h * 2^(n-h), h = n/2, so results that overflow give +inf and results in the
+//             subnormal range are rounded once (no separate slow path, no branch).
+//   log(x):   x = 2^k * m, m in [sqrt(2)/2, sqrt(2)), f = m - 1, s = f / (2 + f),
+//             log(m) = 2 atanh(s) = f - (f^2/2 - s (f^2/2 + R(s^2))) with R a polynomial.
+//   log1p(y): log(u) with u = 1 + y, plus the correction (y - (u - 1)) / u for the rounding of u.
+//   tanh(x):  |x| < 0.625: x + x^3 P(x^2); otherwise 1 - 2 / (e^{2|x|} + 1); sign copied.
+// Polynomial coefficients are near-minimax Chebyshev fits made with mpmath:
+//   mpmath.chebyfit(f, [a, b], degree + 1) for f(r) = (e^r - 1 - r) / r^2 on [-ln2/2, ln2/2],
+//   f(z) = 2 (atanh(sqrt z) / sqrt z - 1) / z on [0, (3 - 2 sqrt 2)^2],
+//   f(z) = (tanh(sqrt z) - sqrt z) / z^1.5 on [0, 0.625^2]
+// (degree 4 / 2 / 5 for float, 9 / 6 / 11 for double), rounded to the type.
+//
+// Accuracy (tests/test_act_vmath.py measures it against NumPy over wide ranges, at every SIMD
+// level): exp, log, log1p within 2 ulp of the correctly rounded result for float and double over
+// their whole domain (normal results; subnormal results within 1 ulp of the smallest subnormal);
+// tanh and sigmoid within 4 ulp. Special values as IEEE/C99: exp(+inf) = +inf, exp(-inf) = 0,
+// overflow -> +inf, underflow -> 0; log(0) = -inf, log(x < 0) = NaN, log1p(-1) = -inf,
+// log1p(y < -1) = NaN; NaN in -> NaN out everywhere.
+//
+// Levels may differ by an ulp or so because FMA contraction (AVX2/AVX-512) rounds once where the
+// baseline rounds twice; a given level is deterministic. GCC 12 vectorises every function here at
+// AVX-512 and AVX2 for float and double, and at the SSE2 baseline for float only (SSE2 lacks the
+// 64-bit mask conversion select() needs, so baseline double loops run scalar: correct, slower).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "nnkern/common.h"
+
+namespace nnkern {
+namespace vmath {
+
+namespace detail {
+
+template <class T>
+struct Traits;
+
+template <>
+struct Traits<float> {
+  using Bits = std::uint32_t;
+  static constexpr int kMantBits = 23;
+  static constexpr Bits kBias = 127;
+  static constexpr Bits kMantMask = 0x007fffffu;
+  static constexpr Bits kOneBits = 0x3f800000u;         // 1.0f
+  static constexpr Bits kSqrtHalfBits = 0x3f3504f3u;    // sqrt(2)/2 rounded
+  // exp: clamp so 2^n stays in range; beyond these the result is inf / 0 anyway.
+  static constexpr float kExpHi = 89.0f;                // e^89 > FLT_MAX -> inf
+  static constexpr float kExpLo = -104.0f;              // e^-104 < min subnormal / 2 -> 0
+  static constexpr float kShift = 12582912.0f;          // 1.5 * 2^23: x + kShift rounds to an integer
+  static constexpr float kLog2e = 1.44269504088896341f;
+  // ln2 = kLn2Hi + kLn2Lo; kLn2Hi has 16 significant bits, so n * kLn2Hi is exact for |n| < 2^8.
+  static constexpr float kLn2Hi = 0.693145751953125f;   // 0x3f317200
+  static constexpr float kLn2Lo = 1.428606765330187e-06f;
+  static constexpr float kMinNormal = 1.17549435e-38f;
+  static constexpr float kTwoPowMant = 16777216.0f;     // 2^24: scales subnormals to normal
+  static constexpr int kMantPlus1 = 24;
+
+  // e^r = 1 + r + r^2 P(r), |r| <= ln2/2
+  static NNK_INLINE float exp_poly(float r) {
+    float p = 1.392617611993557888e-3f;
+    p = p * r + 8.363173074513710903e-3f;
+    p = p * r + 4.166655466205053398e-2f;
+    p = p * r + 1.666657702559798819e-1f;
+    p = p * r + 0.5f;
+    return p;
+  }
+  // R(z) / z with R from the log comment above, z = s^2 <= 0.0295
+  static NNK_INLINE float log_poly(float z) {
+    float q = 0.2957994939197278471f;
+    q = q * z + 0.3998878056602198190f;
+    q = q * z + 0.6666668503957585502f;
+    return q;
+  }
+  // tanh(a) = a + a^3 P(a^2), a <= 0.625
+  static NNK_INLINE float tanh_poly(float z) {
+    float p = 2.292744816178142343e-3f;
+    p = p * z - 8.343945515839152048e-3f;
+    p = p * z + 2.176891865102821015e-2f;
+    p = p * z - 5.395925957720454274e-2f;
+    p = p * z + 1.333330355691574177e-1f;
+    p = p * z - 0.3333333317214036164f;
+    return p;
+  }
+};
+
+template <>
+struct Traits<double> {
+  using Bits = std::uint64_t;
+  static constexpr int kMantBits = 52;
+  static constexpr Bits kBias = 1023;
+  static constexpr Bits kMantMask = 0x000fffffffffffffull;
+  static constexpr Bits kOneBits = 0x3ff0000000000000ull;
+  static constexpr Bits kSqrtHalfBits = 0x3fe6a09e667f3bcdull;
+  static constexpr double kExpHi = 710.0;      // e^710 > DBL_MAX -> inf
+  static constexpr double kExpLo = -746.0;     // e^-746 < min subnormal / 2 -> 0
+  static constexpr double kShift = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double kLog2e = 1.4426950408889634074;
+  // kLn2Hi has 32 trailing zero bits: n * kLn2Hi is exact for |n| < 2^20.
+  static constexpr double kLn2Hi = 6.93147180369123816490e-01;  // 0x3fe62e42fee00000
+  static constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  static constexpr double kMinNormal = 2.2250738585072014e-308;
+  static constexpr double kTwoPowMant = 9007199254740992.0;  // 2^53
+  static constexpr int kMantPlus1 = 53;
+
+  static NNK_INLINE double exp_poly(double r) {
+    double p = 2.510037583256123366e-8;
+    p = p * r + 2.762007587998336659e-7;
+    p = p * r + 2.755726848031002553e-6;
+    p = p * r + 2.480152132236869327e-5;
+    p = p * r + 1.984126986304054527e-4;
+    p = p * r + 1.388888891719671908e-3;
+    p = p * r + 8.333333333330064449e-3;
+    p = p * r + 4.166666666662416190e-2;
+    p = p * r + 1.666666666666666745e-1;
+    p = p * r + 0.5000000000000001021;
+    return p;
+  }
+  static NNK_INLINE double log_poly(double z) {
+    double q = 0.1461644968504340586;
+    q = q * z + 0.1533172160055604127;
+    q = q * z + 0.1818288912526172208;
+    q = q * z + 0.2222221113479507986;
+    q = q * z + 0.2857142862597548492;
+    q = q * z + 0.3999999999989950449;
+    q = q * z + 0.6666666666666669686;
+    return q;
+  }
+  static NNK_INLINE double tanh_poly(double z) {
+    double p = 6.485163482793113150e-6;
+    p = p * z - 3.120110142579740003e-5;
+    p = p * z + 9.257116129556768271e-5;
+    p = p * z - 2.375906496055561955e-4;
+    p = p * z + 5.896606577757043347e-4;
+    p = p * z - 1.455775412047805510e-3;
+    p = p * z + 3.592121751154962269e-3;
+    p = p * z - 8.863235103240877925e-3;
+    p = p * z + 2.186948851900830576e-2;
+    p = p * z - 5.396825396789699169e-2;
+    p = p * z + 1.333333333333304160e-1;
+    p = p * z - 0.3333333333333333294;
+    return p;
+  }
+};
+
+template <class T>
+NNK_INLINE typename Traits<T>::Bits to_bits(T x) {
+  return __builtin_bit_cast(typename Traits<T>::Bits, x);
+}
+
+template <class T>
+NNK_INLINE T from_bits(typename Traits<T>::Bits b) {
+  return __builtin_bit_cast(T, b);
+}
+
+// The unbiased exponent field of a positive finite value as T (bits >> mantissa - bias), without
+// an int64 -> double conversion, which AVX2 lacks: the field is OR-ed into the mantissa of 2^52.
+NNK_INLINE float exponent_as_float(std::uint32_t bits) {
+  return static_cast<float>(static_cast<std::int32_t>(bits >> 23)) - 127.0f;
+}
+NNK_INLINE double exponent_as_float(std::uint64_t bits) {
+  const double two52 = 4503599627370496.0;
+  return from_bits<double>(to_bits(two52) | (bits >> 52)) - (two52 + 1023.0);
+}
+
+// log(2^k m) + c for m in [sqrt(2)/2, sqrt(2)) given as (m, k), c a small correction.
+template <class T>
+NNK_INLINE T log_reduced(T m, T k, T c) {
+  using Tr = Traits<T>;
+  const T f = m - T(1);
+  const T s = f / (T(2) + f);
+  const T z = s * s;
+  const T r = z * Tr::log_poly(z);
+  const T hfsq = T(0.5) * f * f;
+  return k * Tr::kLn2Hi + (f - (hfsq - (s * (hfsq + r) + (k * Tr::kLn2Lo + c))));
+}
+
+// Splits a positive normal u into (m, k), u = 2^k m, m in [sqrt(2)/2, sqrt(2)).
+template <class T>
+NNK_INLINE void split_log(T u, T& m, T& k) {
+  using Tr = Traits<T>;
+  using Bits = typename Tr::Bits;
+  // Offset so that a mantissa >= sqrt(2) carries into the exponent (m then is mantissa / 2).
+  const Bits iu = to_bits(u) + (Tr::kOneBits - Tr::kSqrtHalfBits);
+  k = exponent_as_float(iu);
+  m = from_bits<T>((iu & Tr::kMantMask) + Tr::kSqrtHalfBits);
+}
+
+}  // namespace detail
+
+// c ? a : b as bit operations. A plain ?: whose arms hold arithmetic is gimplified into a branch;
+// GCC may then sink or specialise code into it, and a floating-point operation left in a branch
+// "could trap" (-ftrapping-math), which stops vectorisation without AVX-512 masking. This form
+// always computes both arms and never branches.
+template <class T>
+NNK_INLINE T select(bool c, T a, T b) {
+  using Bits = typename detail::Traits<T>::Bits;
+  const Bits m = Bits(0) - static_cast<Bits>(c);
+  return detail::from_bits<T>((detail::to_bits(a) & m) | (detail::to_bits(b) & ~m));
+}
+
+// e^x
+template <class T>
+NNK_INLINE T exp(T x) {
+  using Tr = detail::Traits<T>;
+  using Bits = typename Tr::Bits;
+  // No clamp of x up front: a clamped constant path gets specialised by GCC (jump threading) and
+  // the overflowing constant multiply left in it blocks vectorisation at AVX2 and below. Out-of-
+  // range x computes garbage here and is replaced at the end.
+  const T kd = x * Tr::kLog2e + Tr::kShift;  // n = round(x / ln2) sits in the low mantissa bits
+  const T n = kd - Tr::kShift;
+  const T r = (x - n * Tr::kLn2Hi) - n * Tr::kLn2Lo;
+  const T p = T(1) + (r + r * r * Tr::exp_poly(r));
+  // 2^n = 2^h * 2^(n - h) with h = round(n / 2): both factors are normal for every x in
+  // [kExpLo, kExpHi], so overflow gives inf and subnormal results are rounded once.
+  const T hd = n * T(0.5) + Tr::kShift;
+  const Bits kbits = detail::to_bits(kd), hbits = detail::to_bits(hd), sbits = detail::to_bits(Tr::kShift);
+  const T s1 = detail::from_bits<T>((hbits - sbits + Tr::kBias) << Tr::kMantBits);
+  const T s2 = detail::from_bits<T>((kbits - hbits + Tr::kBias) << Tr::kMantBits);
+  T res = (p * s1) * s2;
+  res = select(x > Tr::kExpHi, std::numeric_limits<T>::infinity(), res);
+  res = select(x < Tr::kExpLo, T(0), res);
+  return res;  // NaN: compares false, and p is NaN
+}
+
+// Natural logarithm.
+template <class T>
+NNK_INLINE T log(T x) {
+  using Tr = detail::Traits<T>;
+  const bool sub = x < Tr::kMinNormal;
+  const T xs = select(sub, x * Tr::kTwoPowMant, x);  // subnormals (and 0, negatives: fixed below)
+  T m, k;
+  detail::split_log(xs, m, k);
+  k = select(sub, k - T(Tr::kMantPlus1), k);
+  T res = detail::log_reduced(m, k, T(0));
+  const T inf = std::numeric_limits<T>::infinity();
+  res = select(x == inf, inf, res);
+  res = select(x == T(0), -inf, res);
+  res = select(x < T(0), std::numeric_limits<T>::quiet_NaN(), res);
+  res = select(x != x, x, res);
+  return res;
+}
+
+// log(1 + y), accurate for small |y|.
+template <class T>
+NNK_INLINE T log1p(T y) {
+  const T u = T(1) + y;
+  const T c = (y - (u - T(1))) / u;  // what rounding 1 + y lost, relative to u
+  T m, k;
+  detail::split_log(u, m, k);
+  T res = detail::log_reduced(m, k, c);
+  const T inf = std::numeric_limits<T>::infinity();
+  res = select(y == inf, inf, res);
+  res = select(y == T(-1), -inf, res);
+  res = select(y < T(-1), std::numeric_limits<T>::quiet_NaN(), res);
+  res = select(y != y, y, res);
+  return res;
+}
+
+// |x| (std::fabs is a compiler builtin: it clears the sign bit and vectorises).
+template <class T>
+NNK_INLINE T abs(T x) {
+  return std::fabs(x);
+}
+
+// tanh(x)
+template <class T>
+NNK_INLINE T tanh(T x) {
+  using Tr = detail::Traits<T>;
+  const T a = abs(x);
+  const T z = a * a;
+  const T small = a + a * z * Tr::tanh_poly(z);
+  const T big = T(1) - T(2) / (exp(a + a) + T(1));  // exp overflows to inf for large a: 1
+  const T r = select(a < T(0.625), small, big);
+  return std::copysign(r, x);  // NaN: a, big and r are NaN
+}
+
+// 1 / (1 + e^-x), accurate in relative terms on both sides (e^x / (1 + e^x) for x < 0).
+template <class T>
+NNK_INLINE T sigmoid(T x) {
+  const T e = exp(-abs(x));
+  return select(x >= T(0), T(1), e) / (T(1) + e);
+}
+
+// log(1 + e^z) = max(z, 0) + log1p(e^-|z|), never overflowing.
+template <class T>
+NNK_INLINE T softplus(T z) {
+  return select(z > T(0), z, T(0)) + log1p(exp(-abs(z)));
+}
+
+}  // namespace vmath
+}  // namespace nnkern
