@@ -108,7 +108,7 @@ def silu_backward(dy, x, out=None):
 
 
 def softmax(x, dim=-1, out=None):
-    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    e = np.exp(x - x.max(axis=dim, keepdims=True, initial=-np.inf))  # initial: empty dims
     e /= e.sum(axis=dim, keepdims=True)
     return _result(e, x, out)
 
@@ -118,8 +118,9 @@ def softmax_backward(dy, y, dim=-1, out=None):
 
 
 def log_softmax(x, dim=-1, out=None):
-    t = x - x.max(axis=dim, keepdims=True)
-    t -= np.log(np.exp(t).sum(axis=dim, keepdims=True))
+    t = x - x.max(axis=dim, keepdims=True, initial=-np.inf)
+    with np.errstate(divide="ignore"):  # an empty dim sums to 0 (the result is empty anyway)
+        t -= np.log(np.exp(t).sum(axis=dim, keepdims=True))
     return _result(t, x, out)
 
 
