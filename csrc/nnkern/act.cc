@@ -83,14 +83,16 @@ struct LeakyBwd {  // (dy, x)
   T slope;
   NNK_INLINE T operator()(T dy, T x) const { return select(x > T(0), dy, dy * slope); }
 };
-template <class T>
+template <class T, bool kUnitBeta>
 struct SoftplusFwd {
   T beta, threshold;
   // log1p(exp(z)) evaluated as max(z, 0) + log1p(exp(-|z|)): same function, never overflows
-  // (torch's direct form gives inf when a large threshold lets e^z overflow).
+  // (torch's direct form gives inf when a large threshold lets e^z overflow). beta = 1 (the
+  // default) skips the multiply and the division.
   NNK_INLINE T operator()(T x) const {
-    const T z = x * beta;
-    return select(z > threshold, x, vmath::softplus(z) / beta);
+    const T z = kUnitBeta ? x : x * beta;
+    const T sp = vmath::softplus(z);
+    return select(z > threshold, x, kUnitBeta ? sp : sp / beta);
   }
 };
 template <class T>
@@ -117,6 +119,10 @@ struct SiluBwd {  // (dy, x)
 template <class T>
 struct ExpOp {
   NNK_INLINE T operator()(T x) const { return vmath::exp(x); }
+};
+template <class T>
+struct Expm1Op {
+  NNK_INLINE T operator()(T x) const { return vmath::expm1(x); }
 };
 template <class T>
 struct LogOp {
@@ -216,9 +222,39 @@ NNK_INLINE T row_sum(const T* x, index_t D) {
   return s;
 }
 
-// stat: `rows` scratch values; e: rows * D scratch (log_softmax only).
+// Rows at least this long are processed one at a time with exp fused into the sum (3 passes over
+// the row for softmax, 3 reads and a write for log_softmax); shorter rows go block-wise.
+constexpr index_t kRowFuseMin = 64;
+
+// stat: `rows` scratch values; e: rows * D scratch (log_softmax on short rows only).
 template <bool kLog, class T>
 NNK_INLINE void softmax_rows_body(T* y, const T* x, index_t rows, index_t D, T* stat, T* e) {
+  if (D >= kRowFuseMin) {
+    for (index_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * D;
+      T* yr = y + r * D;
+      const T m = row_max(xr, D);
+      T s = T(0);
+      if (kLog) {
+#pragma omp simd reduction(+ : s)
+        for (index_t d = 0; d < D; ++d) s += vmath::exp(xr[d] - m);
+        const T ls = std::log(s);
+#pragma omp simd
+        for (index_t d = 0; d < D; ++d) yr[d] = (xr[d] - m) - ls;
+      } else {
+#pragma omp simd reduction(+ : s)
+        for (index_t d = 0; d < D; ++d) {
+          const T ev = vmath::exp(xr[d] - m);
+          yr[d] = ev;
+          s += ev;
+        }
+        const T inv = T(1) / s;
+#pragma omp simd
+        for (index_t d = 0; d < D; ++d) yr[d] *= inv;
+      }
+    }
+    return;
+  }
   for (index_t r = 0; r < rows; ++r) stat[r] = row_max(x + r * D, D);
   for (index_t r = 0; r < rows; ++r) {
     const T m = stat[r];
@@ -275,6 +311,17 @@ NNK_MULTIVERSION(softmax_rows_bwd, softmax_rows_bwd_body)
 // dx = dy - exp(y) * sum(dy) per row; e: rows * D scratch (exp over the whole block at once).
 template <class T>
 NNK_INLINE void log_softmax_rows_bwd_body(T* dx, const T* dy, const T* y, index_t rows, index_t D, T* e) {
+  if (D >= kRowFuseMin) {
+    for (index_t r = 0; r < rows; ++r) {
+      const T* gr = dy + r * D;
+      const T* yr = y + r * D;
+      const T s = row_sum(gr, D);
+      T* dr = dx + r * D;
+#pragma omp simd
+      for (index_t d = 0; d < D; ++d) dr[d] = gr[d] - vmath::exp(yr[d]) * s;
+    }
+    return;
+  }
   const index_t n = rows * D;
 #pragma omp simd
   for (index_t i = 0; i < n; ++i) e[i] = vmath::exp(y[i]);
@@ -380,7 +427,7 @@ void softmax_forward_impl(T* y, const T* x, index_t outer, index_t D, index_t in
         outer, std::max<index_t>(1, kMinTransc / D),
         [&](index_t b, index_t e) {
           T* stat = scratch<T>(kScratch0, rpb);
-          T* ebuf = kind == SoftmaxKind::kLogSoftmax ? scratch<T>(kScratch1, rpb * D) : nullptr;
+          T* ebuf = kind == SoftmaxKind::kLogSoftmax && D < kRowFuseMin ? scratch<T>(kScratch1, rpb * D) : nullptr;
           for (index_t r = b; r < e; r += rpb) {
             const index_t rows = std::min(rpb, e - r);
             if (kind == SoftmaxKind::kSoftmax) {
@@ -422,7 +469,7 @@ void softmax_backward_impl(T* dx, const T* dy, const T* y, index_t outer, index_
     parallel_for(
         outer, std::max<index_t>(1, (kind == SoftmaxKind::kSoftmax ? kMinCheap : kMinTransc) / D),
         [&](index_t b, index_t e) {
-          T* ebuf = kind == SoftmaxKind::kLogSoftmax ? scratch<T>(kScratch1, rpb * D) : nullptr;
+          T* ebuf = kind == SoftmaxKind::kLogSoftmax && D < kRowFuseMin ? scratch<T>(kScratch1, rpb * D) : nullptr;
           for (index_t r = b; r < e; r += rpb) {
             const index_t rows = std::min(rpb, e - r);
             if (kind == SoftmaxKind::kSoftmax) {
@@ -493,7 +540,11 @@ void leaky_relu_backward(T* dx, const T* dy, const T* x, index_t n, T slope) {
 }
 template <class T>
 void softplus_forward(T* y, const T* x, index_t n, T beta, T threshold) {
-  run_map1(SoftplusFwd<T>{beta, threshold}, y, x, n, kMinTransc);
+  if (beta == T(1)) {
+    run_map1(SoftplusFwd<T, true>{beta, threshold}, y, x, n, kMinTransc);
+  } else {
+    run_map1(SoftplusFwd<T, false>{beta, threshold}, y, x, n, kMinTransc);
+  }
 }
 template <class T>
 void softplus_backward(T* dx, const T* dy, const T* x, index_t n, T beta, T threshold) {
@@ -637,6 +688,7 @@ void log_softmax_backward(T* dx, const T* dy, const T* y, index_t outer, index_t
 template <class T>
 bool vmath_apply(const char* name, T* y, const T* x, index_t n) {
   if (std::strcmp(name, "exp") == 0) run_map1(ExpOp<T>{}, y, x, n, kMinTransc);
+  else if (std::strcmp(name, "expm1") == 0) run_map1(Expm1Op<T>{}, y, x, n, kMinTransc);
   else if (std::strcmp(name, "log") == 0) run_map1(LogOp<T>{}, y, x, n, kMinTransc);
   else if (std::strcmp(name, "log1p") == 0) run_map1(Log1pOp<T>{}, y, x, n, kMinTransc);
   else if (std::strcmp(name, "tanh") == 0) run_map1(TanhFwd<T>{}, y, x, n, kMinTransc);

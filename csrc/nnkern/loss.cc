@@ -101,10 +101,67 @@ struct CeArgs {
 template <bool kSmooth, class M>
 struct CeTag {};
 
+// Loss of one row and, with M::kGrad, its gradient from dr = e^(z - max) (in place). s = sum of dr,
+// swt = sum_c w_c (z_c - max), zt = z_t (unused when the row is ignored).
+template <bool kSmooth, class M, class T>
+NNK_INLINE T ce_finish_row(T* dr, std::int64_t t, const T* w, index_t C, std::int64_t ignore, T s, T mx, T zt, T swt,
+                           T eps, T wsum, T g) {
+  if (t == ignore) {
+    if constexpr (M::kGrad) std::fill(dr, dr + C, T(0));
+    return T(0);
+  }
+  const T ls = std::log(s);
+  const T wt = w[t];
+  T loss = (T(1) - eps) * wt * (ls + (mx - zt));
+  if constexpr (kSmooth) loss += eps / T(C) * (wsum * ls - swt);
+  if constexpr (M::kGrad) {
+    if constexpr (kSmooth) {
+      const T k1 = g * ((T(1) - eps) * wt + eps / T(C) * wsum) / s;
+      const T k2 = g * eps / T(C);
+#pragma omp simd
+      for (index_t c = 0; c < C; ++c) dr[c] = dr[c] * k1 - k2 * w[c];
+    } else {
+      const T k1 = g * wt / s;
+#pragma omp simd
+      for (index_t c = 0; c < C; ++c) dr[c] *= k1;
+    }
+    dr[t] -= g * (T(1) - eps) * wt;
+  }
+  return loss;
+}
+
+// Rows of at least this many classes go one at a time with exp fused into the sums; shorter rows
+// go block-wise (one exp loop over the whole block, which vectorises even for C = 10).
+constexpr index_t kRowFuseMin = 64;
+
 template <bool kSmooth, class M, class T>
 NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, const std::int64_t* tgt, const T* w,
                              const T* gv, index_t rows, CeArgs a, T eps, T wsum, T gscale, T* stat, T* e) {
   const index_t C = a.C;
+  if (C >= kRowFuseMin) {
+    for (index_t r = 0; r < rows; ++r) {
+      const T* zr = z + r * C;
+      T mx = zr[0];
+#pragma omp simd reduction(max : mx)
+      for (index_t c = 1; c < C; ++c) mx = zr[c] > mx ? zr[c] : mx;
+      const std::int64_t t = tgt[r];
+      const T zt = t == a.ignore ? T(0) : zr[t];
+      T s = T(0), swt = T(0);
+      T* dr = M::kGrad ? grad + r * C : nullptr;
+#pragma omp simd reduction(+ : s, swt)
+      for (index_t c = 0; c < C; ++c) {
+        const T d = zr[c] - mx;
+        const T ev = vmath::exp(d);
+        if constexpr (M::kGrad) dr[c] = ev;
+        s += ev;
+        if constexpr (kSmooth) swt += w[c] * d;
+      }
+      T g = gscale;
+      if constexpr (M::kGvec) g *= gv[r];
+      rl[r] = ce_finish_row<kSmooth, M>(dr, t, w, C, a.ignore, s, mx, zt, swt, eps, wsum, g);
+    }
+    return;
+  }
   T* m = stat;
   T* zt = stat + rows;
   T* swt = stat + 2 * rows;
@@ -139,33 +196,10 @@ NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, cons
     T s = T(0);
 #pragma omp simd reduction(+ : s)
     for (index_t c = 0; c < C; ++c) s += dr[c];
-    const std::int64_t t = tgt[r];
-    if (t == a.ignore) {
-      rl[r] = T(0);
-      if constexpr (M::kGrad) std::fill(dr, dr + C, T(0));
-      continue;
-    }
-    const T ls = std::log(s);
-    const T wt = w[t];
-    const T nll = ls + (m[r] - zt[r]);
-    T loss = (T(1) - eps) * wt * nll;
-    if constexpr (kSmooth) loss += eps / T(C) * (wsum * ls - swt[r]);
-    rl[r] = loss;
-    if constexpr (M::kGrad) {
-      T g = gscale;
-      if constexpr (M::kGvec) g *= gv[r];
-      if constexpr (kSmooth) {
-        const T k1 = g * ((T(1) - eps) * wt + eps / T(C) * wsum) / s;
-        const T k2 = g * eps / T(C);
-#pragma omp simd
-        for (index_t c = 0; c < C; ++c) dr[c] = dr[c] * k1 - k2 * w[c];
-      } else {
-        const T k1 = g * wt / s;
-#pragma omp simd
-        for (index_t c = 0; c < C; ++c) dr[c] *= k1;
-      }
-      dr[t] -= g * (T(1) - eps) * wt;
-    }
+    T g = gscale;
+    if constexpr (M::kGvec) g *= gv[r];
+    rl[r] = ce_finish_row<kSmooth, M>(dr, tgt[r], w, C, a.ignore, s, m[r], zt[r], kSmooth ? swt[r] : T(0), eps, wsum,
+                                      g);
   }
 }
 NNK_MULTIVERSION(ce_rows, ce_rows_body)
@@ -390,7 +424,7 @@ double cross_entropy(LossOutputs out, T* loss, T* grad, const T* logits, const s
       parallel_chunks(rows, chunk, [&](index_t ch, index_t b, index_t e) {
         T* stat = scratch<T>(kScratch0, 3 * rpb);
         T* rl = scratch<T>(kScratch1, rpb);
-        T* ebuf = out.grad ? nullptr : scratch<T>(kScratch2, rpb * C);
+        T* ebuf = out.grad || C >= kRowFuseMin ? nullptr : scratch<T>(kScratch2, rpb * C);
         double acc = 0.0;
         for (index_t r = b; r < e; r += rpb) {
           const index_t nr = std::min(rpb, e - r);
