@@ -384,13 +384,13 @@ void bind_act(py::module_& m) {
             py::gil_scoped_release nogil;
             ok = vmath_apply<T>(name.c_str(), py_, px, xa.size());
           }
-          if (!ok) value_error(fn, "unknown function '", name, "' (exp, expm1, log, log1p, tanh, sigmoid, softplus)");
+          if (!ok) value_error(fn, "unknown function '", name, "' (exp, exp_nonpositive, expm1, log, log1p, tanh, sigmoid, softplus)");
           return std::move(y);
         });
       },
       py::arg("name"), py::arg("x"),
       "Applies one of nnkern's vectorised elementary functions (csrc/nnkern/vmath.h) elementwise:\n"
-      "'exp', 'expm1', 'log', 'log1p', 'tanh', 'sigmoid', 'softplus'. For accuracy tests.");
+      "'exp', 'exp_nonpositive', 'expm1', 'log', 'log1p', 'tanh', 'sigmoid', 'softplus'. For accuracy tests.");
 }
 
 #undef NNK_DEF_UNARY

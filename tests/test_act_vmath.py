@@ -151,6 +151,19 @@ def test_special_values(simd_level, dtype):
     np.testing.assert_allclose(sp[3], np.log(2.0), rtol=4 * f.eps)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_nonpositive(simd_level, rng, dtype):
+    """The softmax/cross-entropy exp: as exp for x <= 0 down to the normal range, 0 below it."""
+    lo = np.log(LD(np.finfo(dtype).tiny))
+    x = np.concatenate([rng.uniform(float(lo), 0, 50_000), -np.exp(rng.uniform(-60, 0, 5_000))]).astype(dtype)
+    y = vm("exp_nonpositive", x)
+    assert ulp_error(y, np.exp(x.astype(LD)), dtype).max() <= ULP["exp"]
+    below = np.array([lo * 1.0001, lo - 1, -1e4, -np.inf], dtype)
+    np.testing.assert_array_equal(vm("exp_nonpositive", below), 0)
+    assert np.isnan(vm("exp_nonpositive", np.array([np.nan], dtype))).all()
+    assert vm("exp_nonpositive", np.array([0.0, -0.0], dtype)).tolist() == [1.0, 1.0]
+
+
 def test_unknown_function():
     with pytest.raises(ValueError, match=r"_vmath: unknown function 'erf'"):
         vm("erf", np.ones(3))

@@ -121,6 +121,10 @@ struct ExpOp {
   NNK_INLINE T operator()(T x) const { return vmath::exp(x); }
 };
 template <class T>
+struct ExpNonposOp {
+  NNK_INLINE T operator()(T x) const { return vmath::exp_nonpositive(x); }
+};
+template <class T>
 struct Expm1Op {
   NNK_INLINE T operator()(T x) const { return vmath::expm1(x); }
 };
@@ -150,10 +154,11 @@ struct PreluFwdW {  // (x, w) per element
   NNK_INLINE T operator()(T x, T w) const { return select(x > T(0), x, w * x); }
 };
 
-// dx = x > 0 ? dy : w dy over n elements with one weight; *wsum = sum of (x > 0 ? 0 : x dy).
+// dx = x > 0 ? dy : w dy over n elements with one weight; *wsum = sum of (x > 0 ? 0 : x dy),
+// accumulated in double.
 template <class T>
-NNK_INLINE void prelu_bwd_seg_body(T* dx, T* wsum, const T* dy, const T* x, index_t n, T w) {
-  T s = T(0);
+NNK_INLINE void prelu_bwd_seg_body(T* dx, double* wsum, const T* dy, const T* x, index_t n, T w) {
+  double s = 0.0;
 #pragma omp simd reduction(+ : s)
   for (index_t i = 0; i < n; ++i) {
     const T xi = x[i], g = dy[i];
@@ -168,7 +173,7 @@ NNK_MULTIVERSION(prelu_bwd_seg, prelu_bwd_seg_body)
 // One row of the periodic-weight layout: dx as above with per-element weights w[k]; the weight
 // contributions are added into part[k] (one partial per column, summed over rows in order).
 template <class T>
-NNK_INLINE void prelu_bwd_row_body(T* dx, T* part, const T* dy, const T* x, const T* w, index_t n) {
+NNK_INLINE void prelu_bwd_row_body(T* dx, double* part, const T* dy, const T* x, const T* w, index_t n) {
 #pragma omp simd
   for (index_t k = 0; k < n; ++k) {
     const T xk = x[k], g = dy[k];
@@ -198,7 +203,9 @@ T* prelu_periodic_weights(const T* w, index_t C, index_t S, index_t& L, int slot
 }
 
 // ---------------------------------------------------------------------------------------------
-// softmax / log_softmax over contiguous rows: a block of `rows` rows of length D.
+// softmax / log_softmax over contiguous rows: a block of `rows` rows of length D. Exponents are
+// x - max <= 0 (or NaN), so the cheaper vmath::exp_nonpositive applies (terms below the normal range
+// are flushed to 0; next to the max's e^0 = 1 they change nothing).
 //
 // The rows of a block are processed pass by pass (max, shift, exp over the whole block, sums,
 // scale): the exp loop runs over rows * D contiguous elements, so it vectorises fully even for
@@ -214,9 +221,12 @@ NNK_INLINE T row_max(const T* x, index_t D) {
   return m;
 }
 
+// Row sums accumulate in double whatever T is: a float sum of ~1000 terms near 1 (the softmax
+// normaliser) would otherwise carry ~1e-6 of error into log_softmax near its maximum. The cost is
+// a widening conversion per element in loops that are dominated by exp.
 template <class T>
-NNK_INLINE T row_sum(const T* x, index_t D) {
-  T s = T(0);
+NNK_INLINE double row_sum(const T* x, index_t D) {
+  double s = 0.0;
 #pragma omp simd reduction(+ : s)
   for (index_t d = 0; d < D; ++d) s += x[d];
   return s;
@@ -234,21 +244,21 @@ NNK_INLINE void softmax_rows_body(T* y, const T* x, index_t rows, index_t D, T* 
       const T* xr = x + r * D;
       T* yr = y + r * D;
       const T m = row_max(xr, D);
-      T s = T(0);
+      double s = 0.0;
       if (kLog) {
 #pragma omp simd reduction(+ : s)
-        for (index_t d = 0; d < D; ++d) s += vmath::exp(xr[d] - m);
-        const T ls = std::log(s);
+        for (index_t d = 0; d < D; ++d) s += vmath::exp_nonpositive(xr[d] - m);
+        const T ls = static_cast<T>(std::log(s));
 #pragma omp simd
         for (index_t d = 0; d < D; ++d) yr[d] = (xr[d] - m) - ls;
       } else {
 #pragma omp simd reduction(+ : s)
         for (index_t d = 0; d < D; ++d) {
-          const T ev = vmath::exp(xr[d] - m);
+          const T ev = vmath::exp_nonpositive(xr[d] - m);
           yr[d] = ev;
           s += ev;
         }
-        const T inv = T(1) / s;
+        const T inv = static_cast<T>(1.0 / s);
 #pragma omp simd
         for (index_t d = 0; d < D; ++d) yr[d] *= inv;
       }
@@ -266,16 +276,16 @@ NNK_INLINE void softmax_rows_body(T* y, const T* x, index_t rows, index_t D, T* 
   const index_t n = rows * D;
   T* dst = kLog ? e : y;
 #pragma omp simd
-  for (index_t i = 0; i < n; ++i) dst[i] = vmath::exp(y[i]);
+  for (index_t i = 0; i < n; ++i) dst[i] = vmath::exp_nonpositive(y[i]);
   for (index_t r = 0; r < rows; ++r) {
-    const T s = row_sum(dst + r * D, D);
+    const double s = row_sum(dst + r * D, D);
     T* yr = y + r * D;
     if (kLog) {
-      const T ls = std::log(s);
+      const T ls = static_cast<T>(std::log(s));
 #pragma omp simd
       for (index_t d = 0; d < D; ++d) yr[d] -= ls;
     } else {
-      const T inv = T(1) / s;
+      const T inv = static_cast<T>(1.0 / s);
 #pragma omp simd
       for (index_t d = 0; d < D; ++d) yr[d] *= inv;
     }
@@ -298,9 +308,10 @@ NNK_INLINE void softmax_rows_bwd_body(T* dx, const T* dy, const T* y, index_t ro
   for (index_t r = 0; r < rows; ++r) {
     const T* gr = dy + r * D;
     const T* yr = y + r * D;
-    T dot = T(0);
-#pragma omp simd reduction(+ : dot)
-    for (index_t d = 0; d < D; ++d) dot += gr[d] * yr[d];
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (index_t d = 0; d < D; ++d) acc += static_cast<double>(gr[d]) * yr[d];
+    const T dot = static_cast<T>(acc);
     T* dr = dx + r * D;
 #pragma omp simd
     for (index_t d = 0; d < D; ++d) dr[d] = yr[d] * (gr[d] - dot);
@@ -315,7 +326,7 @@ NNK_INLINE void log_softmax_rows_bwd_body(T* dx, const T* dy, const T* y, index_
     for (index_t r = 0; r < rows; ++r) {
       const T* gr = dy + r * D;
       const T* yr = y + r * D;
-      const T s = row_sum(gr, D);
+      const T s = static_cast<T>(row_sum(gr, D));
       T* dr = dx + r * D;
 #pragma omp simd
       for (index_t d = 0; d < D; ++d) dr[d] = gr[d] - vmath::exp(yr[d]) * s;
@@ -327,7 +338,7 @@ NNK_INLINE void log_softmax_rows_bwd_body(T* dx, const T* dy, const T* y, index_
   for (index_t i = 0; i < n; ++i) e[i] = vmath::exp(y[i]);
   for (index_t r = 0; r < rows; ++r) {
     const T* gr = dy + r * D;
-    const T s = row_sum(gr, D);
+    const T s = static_cast<T>(row_sum(gr, D));
     const T* er = e + r * D;
     T* dr = dx + r * D;
 #pragma omp simd
@@ -338,9 +349,9 @@ NNK_MULTIVERSION(log_softmax_rows_bwd, log_softmax_rows_bwd_body)
 
 // softmax / log_softmax over a strided dim: x points at [o, 0, j0] of [outer, D, inner]; the
 // W columns j0 .. j0 + W - 1 are processed together, vectorised across the columns.
-// m, s: W scratch values each.
+// m: W scratch values of T, s: W doubles (sums accumulate in double, as row_sum).
 template <bool kLog, class T>
-NNK_INLINE void softmax_cols_body(T* y, const T* x, index_t D, index_t inner, index_t W, T* m, T* s) {
+NNK_INLINE void softmax_cols_body(T* y, const T* x, index_t D, index_t inner, index_t W, T* m, double* s) {
 #pragma omp simd
   for (index_t j = 0; j < W; ++j) m[j] = x[j];
   for (index_t d = 1; d < D; ++d) {
@@ -349,64 +360,71 @@ NNK_INLINE void softmax_cols_body(T* y, const T* x, index_t D, index_t inner, in
     for (index_t j = 0; j < W; ++j) m[j] = xd[j] > m[j] ? xd[j] : m[j];
   }
 #pragma omp simd
-  for (index_t j = 0; j < W; ++j) s[j] = T(0);
+  for (index_t j = 0; j < W; ++j) s[j] = 0.0;
   for (index_t d = 0; d < D; ++d) {
     const T* xd = x + d * inner;
     T* yd = y + d * inner;
 #pragma omp simd
     for (index_t j = 0; j < W; ++j) {
       const T t = xd[j] - m[j];
-      const T ev = vmath::exp(t);
+      const T ev = vmath::exp_nonpositive(t);
       s[j] += ev;
       yd[j] = kLog ? t : ev;
     }
   }
+  // m now holds the per-column factor: log(sum) to subtract, or 1 / sum to scale by.
 #pragma omp simd
-  for (index_t j = 0; j < W; ++j) s[j] = kLog ? vmath::log(s[j]) : T(1) / s[j];
+  for (index_t j = 0; j < W; ++j) m[j] = static_cast<T>(kLog ? vmath::log(s[j]) : 1.0 / s[j]);
   for (index_t d = 0; d < D; ++d) {
     T* yd = y + d * inner;
 #pragma omp simd
-    for (index_t j = 0; j < W; ++j) yd[j] = kLog ? yd[j] - s[j] : yd[j] * s[j];
+    for (index_t j = 0; j < W; ++j) yd[j] = kLog ? yd[j] - m[j] : yd[j] * m[j];
   }
 }
 template <class T>
-NNK_INLINE void softmax_cols_fwd_body(T* y, const T* x, index_t D, index_t inner, index_t W, T* m, T* s) {
+NNK_INLINE void softmax_cols_fwd_body(T* y, const T* x, index_t D, index_t inner, index_t W, T* m, double* s) {
   softmax_cols_body<false>(y, x, D, inner, W, m, s);
 }
 template <class T>
-NNK_INLINE void log_softmax_cols_fwd_body(T* y, const T* x, index_t D, index_t inner, index_t W, T* m, T* s) {
+NNK_INLINE void log_softmax_cols_fwd_body(T* y, const T* x, index_t D, index_t inner, index_t W, T* m, double* s) {
   softmax_cols_body<true>(y, x, D, inner, W, m, s);
 }
 NNK_MULTIVERSION(softmax_cols_fwd, softmax_cols_fwd_body)
 NNK_MULTIVERSION(log_softmax_cols_fwd, log_softmax_cols_fwd_body)
 
+// f: W scratch values of T, s: W doubles.
 template <bool kLog, class T>
-NNK_INLINE void softmax_cols_bwd_body(T* dx, const T* dy, const T* y, index_t D, index_t inner, index_t W, T* s) {
+NNK_INLINE void softmax_cols_bwd_body(T* dx, const T* dy, const T* y, index_t D, index_t inner, index_t W, T* f,
+                                      double* s) {
 #pragma omp simd
-  for (index_t j = 0; j < W; ++j) s[j] = T(0);
+  for (index_t j = 0; j < W; ++j) s[j] = 0.0;
   for (index_t d = 0; d < D; ++d) {
     const T* gd = dy + d * inner;
     const T* yd = y + d * inner;
 #pragma omp simd
-    for (index_t j = 0; j < W; ++j) s[j] += kLog ? gd[j] : gd[j] * yd[j];
+    for (index_t j = 0; j < W; ++j) s[j] += kLog ? static_cast<double>(gd[j]) : static_cast<double>(gd[j]) * yd[j];
   }
+#pragma omp simd
+  for (index_t j = 0; j < W; ++j) f[j] = static_cast<T>(s[j]);
   for (index_t d = 0; d < D; ++d) {
     const T* gd = dy + d * inner;
     const T* yd = y + d * inner;
     T* xd = dx + d * inner;
 #pragma omp simd
     for (index_t j = 0; j < W; ++j) {
-      xd[j] = kLog ? gd[j] - vmath::exp(yd[j]) * s[j] : yd[j] * (gd[j] - s[j]);
+      xd[j] = kLog ? gd[j] - vmath::exp(yd[j]) * f[j] : yd[j] * (gd[j] - f[j]);
     }
   }
 }
 template <class T>
-NNK_INLINE void softmax_cols_bwd_body_s(T* dx, const T* dy, const T* y, index_t D, index_t inner, index_t W, T* s) {
-  softmax_cols_bwd_body<false>(dx, dy, y, D, inner, W, s);
+NNK_INLINE void softmax_cols_bwd_body_s(T* dx, const T* dy, const T* y, index_t D, index_t inner, index_t W, T* f,
+                                        double* s) {
+  softmax_cols_bwd_body<false>(dx, dy, y, D, inner, W, f, s);
 }
 template <class T>
-NNK_INLINE void log_softmax_cols_bwd_body(T* dx, const T* dy, const T* y, index_t D, index_t inner, index_t W, T* s) {
-  softmax_cols_bwd_body<true>(dx, dy, y, D, inner, W, s);
+NNK_INLINE void log_softmax_cols_bwd_body(T* dx, const T* dy, const T* y, index_t D, index_t inner, index_t W, T* f,
+                                          double* s) {
+  softmax_cols_bwd_body<true>(dx, dy, y, D, inner, W, f, s);
 }
 NNK_MULTIVERSION(softmax_cols_bwd, softmax_cols_bwd_body_s)
 NNK_MULTIVERSION(log_softmax_cols_bwd, log_softmax_cols_bwd_body)
@@ -446,7 +464,7 @@ void softmax_forward_impl(T* y, const T* x, index_t outer, index_t D, index_t in
       outer * nblk, std::max<index_t>(1, kMinTransc / (W * D)),
       [&](index_t b, index_t e) {
         T* m = scratch<T>(kScratch0, W);
-        T* s = scratch<T>(kScratch1, W);
+        double* s = scratch<double>(kScratch1, W);
         for (index_t u = b; u < e; ++u) {
           const index_t o = u / nblk, j0 = (u % nblk) * W;
           const index_t w = std::min(W, inner - j0);
@@ -487,15 +505,16 @@ void softmax_backward_impl(T* dx, const T* dy, const T* y, index_t outer, index_
   parallel_for(
       outer * nblk, std::max<index_t>(1, kMinTransc / (W * D)),
       [&](index_t b, index_t e) {
-        T* s = scratch<T>(kScratch1, W);
+        T* f = scratch<T>(kScratch0, W);
+        double* s = scratch<double>(kScratch1, W);
         for (index_t u = b; u < e; ++u) {
           const index_t o = u / nblk, j0 = (u % nblk) * W;
           const index_t w = std::min(W, inner - j0);
           const index_t off = o * D * inner + j0;
           if (kind == SoftmaxKind::kSoftmax) {
-            softmax_cols_bwd(dx + off, dy + off, y + off, D, inner, w, s);
+            softmax_cols_bwd(dx + off, dy + off, y + off, D, inner, w, f, s);
           } else {
-            log_softmax_cols_bwd(dx + off, dy + off, y + off, D, inner, w, s);
+            log_softmax_cols_bwd(dx + off, dy + off, y + off, D, inner, w, f, s);
           }
         }
       },
@@ -598,20 +617,20 @@ void prelu_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, index_t N
   if (C == 1) {
     // Fixed chunks, one partial each, summed in chunk order.
     const index_t nch = num_chunks(total, kPreluFlatChunk);
-    T* part = scratch<T>(kScratch0, nch);
+    double* part = scratch<double>(kScratch0, nch);
     const T w0 = w[0];
     parallel_chunks(total, kPreluFlatChunk, [&](index_t c, index_t b, index_t e) {
       prelu_bwd_seg(dx + b, part + c, dy + b, x + b, e - b, w0);
     });
     double acc = 0.0;
-    for (index_t c = 0; c < nch; ++c) acc += static_cast<double>(part[c]);
+    for (index_t c = 0; c < nch; ++c) acc += part[c];
     dw[0] = static_cast<T>(acc);
     return;
   }
   if (S >= kPreluPlaneMin) {
     // One partial per (n, c) plane, then dw[c] = sum over n in order.
     const index_t P = N * C;
-    T* part = scratch<T>(kScratch0, P);
+    double* part = scratch<double>(kScratch0, P);
     parallel_for(
         P, std::max<index_t>(1, kMinCheap / S),
         [&](index_t b, index_t e) {
@@ -622,7 +641,7 @@ void prelu_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, index_t N
         1);
     for (index_t c = 0; c < C; ++c) {
       double acc = 0.0;
-      for (index_t n = 0; n < N; ++n) acc += static_cast<double>(part[n * C + c]);
+      for (index_t n = 0; n < N; ++n) acc += part[n * C + c];
       dw[c] = static_cast<T>(acc);
     }
     return;
@@ -635,7 +654,7 @@ void prelu_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, index_t N
   const index_t R = (total + L - 1) / L;
   const index_t RC = std::min(R, kPreluRowChunks);
   const index_t KB = (L + kPreluColBlock - 1) / kPreluColBlock;
-  T* part = scratch<T>(kScratch0, RC * L);
+  double* part = scratch<double>(kScratch0, RC * L);
   parallel_for(
       RC * KB, std::max<index_t>(1, kMinCheap * RC * KB / total),
       [&](index_t b, index_t e) {
@@ -643,8 +662,8 @@ void prelu_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, index_t N
           const index_t rc = t / KB, kb = t % KB;
           const index_t r0 = rc * R / RC, r1 = (rc + 1) * R / RC;
           const index_t k0 = kb * kPreluColBlock, k1 = std::min(L, k0 + kPreluColBlock);
-          T* pr = part + rc * L;
-          std::fill(pr + k0, pr + k1, T(0));
+          double* pr = part + rc * L;
+          std::fill(pr + k0, pr + k1, 0.0);
           for (index_t r = r0; r < r1; ++r) {
             const index_t base = r * L;
             const index_t kend = std::min(k1, total - base);  // short last super-row
@@ -658,7 +677,7 @@ void prelu_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, index_t N
   std::fill(acc, acc + C, 0.0);
   for (index_t j = 0; j < L; ++j) {
     double v = 0.0;
-    for (index_t rc = 0; rc < RC; ++rc) v += static_cast<double>(part[rc * L + j]);
+    for (index_t rc = 0; rc < RC; ++rc) v += part[rc * L + j];
     acc[(j / S) % C] += v;
   }
   for (index_t c = 0; c < C; ++c) dw[c] = static_cast<T>(acc[c]);
@@ -688,6 +707,7 @@ void log_softmax_backward(T* dx, const T* dy, const T* y, index_t outer, index_t
 template <class T>
 bool vmath_apply(const char* name, T* y, const T* x, index_t n) {
   if (std::strcmp(name, "exp") == 0) run_map1(ExpOp<T>{}, y, x, n, kMinTransc);
+  else if (std::strcmp(name, "exp_nonpositive") == 0) run_map1(ExpNonposOp<T>{}, y, x, n, kMinTransc);
   else if (std::strcmp(name, "expm1") == 0) run_map1(Expm1Op<T>{}, y, x, n, kMinTransc);
   else if (std::strcmp(name, "log") == 0) run_map1(LogOp<T>{}, y, x, n, kMinTransc);
   else if (std::strcmp(name, "log1p") == 0) run_map1(Log1pOp<T>{}, y, x, n, kMinTransc);

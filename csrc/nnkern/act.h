@@ -59,8 +59,8 @@ template <class T> void log_softmax_forward(T* y, const T* x, index_t outer, ind
 template <class T>
 void log_softmax_backward(T* dx, const T* dy, const T* y, index_t outer, index_t D, index_t inner);
 
-// --- vmath.h exposed for accuracy tests: y[i] = f(x[i]) for f in {exp, expm1, log, log1p, tanh,
-// sigmoid, softplus}, through the same dispatched loops as the kernels. Returns false for an
+// --- vmath.h exposed for accuracy tests: y[i] = f(x[i]) for f in {exp, exp_nonpositive, expm1,
+// log, log1p, tanh, sigmoid, softplus}, through the same dispatched loops as the kernels. Returns false for an
 // unknown name.
 template <class T> bool vmath_apply(const char* name, T* y, const T* x, index_t n);
 

@@ -64,9 +64,9 @@ inline double sum_in_order(const double* part, index_t n) {
 // MSE: elements [b, e). Pointers that a mode does not use may be null (never offset).
 
 template <class M, class T>
-NNK_INLINE void mse_body(M, T* psum, T* loss, T* grad, const T* p, const T* t, const T* gv, index_t b, index_t e,
-                         T gscale) {
-  T s = T(0);
+NNK_INLINE void mse_body(M, double* psum, T* loss, T* grad, const T* p, const T* t, const T* gv, index_t b,
+                         index_t e, T gscale) {
+  double s = 0.0;  // sums accumulate in double (see act.cc row_sum)
 #pragma omp simd reduction(+ : s)
   for (index_t i = b; i < e; ++i) {
     const T d = p[i] - t[i];
@@ -90,7 +90,7 @@ NNK_MULTIVERSION(mse_loop, mse_body)
 // whole block, then per row the sum, loss and gradient scale. Every logit of a row is read before
 // the row's gradient is written, so grad may be the logits buffer itself.
 //
-// Numerics: nll = log(s) + (max - z_t) and the smoothing term sum_c w_c (lse - z_c) =
+// Numerics: exponents z - max are <= 0 (vmath::exp_nonpositive); nll = log(s) + (max - z_t) and the smoothing term sum_c w_c (lse - z_c) =
 // wsum log(s) - sum_c w_c (z_c - max) are sums of non-negative terms (no cancellation).
 
 struct CeArgs {
@@ -102,30 +102,31 @@ template <bool kSmooth, class M>
 struct CeTag {};
 
 // Loss of one row and, with M::kGrad, its gradient from dr = e^(z - max) (in place). s = sum of dr,
-// swt = sum_c w_c (z_c - max), zt = z_t (unused when the row is ignored).
+// swt = sum_c w_c (z_c - max) (both accumulated in double), zt = z_t (unused when the row is
+// ignored). The per-row scalars are formed in double; the gradient scale is rounded to T once.
 template <bool kSmooth, class M, class T>
-NNK_INLINE T ce_finish_row(T* dr, std::int64_t t, const T* w, index_t C, std::int64_t ignore, T s, T mx, T zt, T swt,
-                           T eps, T wsum, T g) {
+NNK_INLINE double ce_finish_row(T* dr, std::int64_t t, const T* w, index_t C, std::int64_t ignore, double s, T mx,
+                                T zt, double swt, T eps, T wsum, T g) {
   if (t == ignore) {
     if constexpr (M::kGrad) std::fill(dr, dr + C, T(0));
-    return T(0);
+    return 0.0;
   }
-  const T ls = std::log(s);
-  const T wt = w[t];
-  T loss = (T(1) - eps) * wt * (ls + (mx - zt));
-  if constexpr (kSmooth) loss += eps / T(C) * (wsum * ls - swt);
+  const double ls = std::log(s);
+  const double wt = w[t], e = eps;
+  double loss = (1.0 - e) * wt * (ls + (static_cast<double>(mx) - zt));
+  if constexpr (kSmooth) loss += e / static_cast<double>(C) * (static_cast<double>(wsum) * ls - swt);
   if constexpr (M::kGrad) {
     if constexpr (kSmooth) {
-      const T k1 = g * ((T(1) - eps) * wt + eps / T(C) * wsum) / s;
+      const T k1 = static_cast<T>(g * ((1.0 - e) * wt + e / static_cast<double>(C) * wsum) / s);
       const T k2 = g * eps / T(C);
 #pragma omp simd
       for (index_t c = 0; c < C; ++c) dr[c] = dr[c] * k1 - k2 * w[c];
     } else {
-      const T k1 = g * wt / s;
+      const T k1 = static_cast<T>(g * wt / s);
 #pragma omp simd
       for (index_t c = 0; c < C; ++c) dr[c] *= k1;
     }
-    dr[t] -= g * (T(1) - eps) * wt;
+    dr[t] -= g * (T(1) - eps) * w[t];
   }
   return loss;
 }
@@ -134,9 +135,11 @@ NNK_INLINE T ce_finish_row(T* dr, std::int64_t t, const T* w, index_t C, std::in
 // go block-wise (one exp loop over the whole block, which vectorises even for C = 10).
 constexpr index_t kRowFuseMin = 64;
 
+// rl: per-row losses (double); stat: 2 * rows scratch values of T, sd: rows doubles; e: rows * C
+// scratch (forward only, short rows).
 template <bool kSmooth, class M, class T>
-NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, const std::int64_t* tgt, const T* w,
-                             const T* gv, index_t rows, CeArgs a, T eps, T wsum, T gscale, T* stat, T* e) {
+NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, double* rl, T* grad, const T* z, const std::int64_t* tgt, const T* w,
+                             const T* gv, index_t rows, CeArgs a, T eps, T wsum, T gscale, T* stat, double* sd, T* e) {
   const index_t C = a.C;
   if (C >= kRowFuseMin) {
     for (index_t r = 0; r < rows; ++r) {
@@ -146,15 +149,15 @@ NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, cons
       for (index_t c = 1; c < C; ++c) mx = zr[c] > mx ? zr[c] : mx;
       const std::int64_t t = tgt[r];
       const T zt = t == a.ignore ? T(0) : zr[t];
-      T s = T(0), swt = T(0);
+      double s = 0.0, swt = 0.0;
       T* dr = M::kGrad ? grad + r * C : nullptr;
 #pragma omp simd reduction(+ : s, swt)
       for (index_t c = 0; c < C; ++c) {
         const T d = zr[c] - mx;
-        const T ev = vmath::exp(d);
+        const T ev = vmath::exp_nonpositive(d);
         if constexpr (M::kGrad) dr[c] = ev;
         s += ev;
-        if constexpr (kSmooth) swt += w[c] * d;
+        if constexpr (kSmooth) swt += static_cast<double>(w[c]) * d;
       }
       T g = gscale;
       if constexpr (M::kGvec) g *= gv[r];
@@ -164,7 +167,7 @@ NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, cons
   }
   T* m = stat;
   T* zt = stat + rows;
-  T* swt = stat + 2 * rows;
+  double* swt = sd;
   for (index_t r = 0; r < rows; ++r) {
     const T* zr = z + r * C;
     T mx = zr[0];
@@ -182,39 +185,40 @@ NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, cons
 #pragma omp simd
     for (index_t c = 0; c < C; ++c) dr[c] = zr[c] - mx;
     if constexpr (kSmooth) {
-      T acc = T(0);
+      double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
-      for (index_t c = 0; c < C; ++c) acc += w[c] * dr[c];
+      for (index_t c = 0; c < C; ++c) acc += static_cast<double>(w[c]) * dr[c];
       swt[r] = acc;
     }
   }
   const index_t n = rows * C;
 #pragma omp simd
-  for (index_t i = 0; i < n; ++i) dst[i] = vmath::exp(dst[i]);
+  for (index_t i = 0; i < n; ++i) dst[i] = vmath::exp_nonpositive(dst[i]);
   for (index_t r = 0; r < rows; ++r) {
     T* dr = dst + r * C;
-    T s = T(0);
+    double s = 0.0;
 #pragma omp simd reduction(+ : s)
     for (index_t c = 0; c < C; ++c) s += dr[c];
     T g = gscale;
     if constexpr (M::kGvec) g *= gv[r];
-    rl[r] = ce_finish_row<kSmooth, M>(dr, tgt[r], w, C, a.ignore, s, m[r], zt[r], kSmooth ? swt[r] : T(0), eps, wsum,
+    rl[r] = ce_finish_row<kSmooth, M>(dr, tgt[r], w, C, a.ignore, s, m[r], zt[r], kSmooth ? swt[r] : 0.0, eps, wsum,
                                       g);
   }
 }
 NNK_MULTIVERSION(ce_rows, ce_rows_body)
 
 // Cross-entropy over a strided class dim: W positions j0 .. j0 + W - 1 of one sample, logits at
-// z[c * inner + j], vectorised across the positions. st: 5 * W scratch values.
+// z[c * inner + j], vectorised across the positions. st: 3 * W values of T, sd: 2 * W doubles.
 template <bool kSmooth, class M, class T>
-NNK_INLINE void ce_cols_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, const std::int64_t* tgt, const T* w,
-                             const T* gv, index_t inner, index_t W, CeArgs a, T eps, T wsum, T gscale, T* st) {
+NNK_INLINE void ce_cols_body(CeTag<kSmooth, M>, double* rl, T* grad, const T* z, const std::int64_t* tgt, const T* w,
+                             const T* gv, index_t inner, index_t W, CeArgs a, T eps, T wsum, T gscale, T* st,
+                             double* sd) {
   const index_t C = a.C;
   T* m = st;
-  T* s = st + W;
-  T* swt = st + 2 * W;
-  T* k1 = st + 3 * W;
-  T* k2 = st + 4 * W;
+  T* k1 = st + W;
+  T* k2 = st + 2 * W;
+  double* s = sd;
+  double* swt = sd + W;
 #pragma omp simd
   for (index_t j = 0; j < W; ++j) m[j] = z[j];
   for (index_t c = 1; c < C; ++c) {
@@ -229,8 +233,8 @@ NNK_INLINE void ce_cols_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, cons
   }
 #pragma omp simd
   for (index_t j = 0; j < W; ++j) {
-    s[j] = T(0);
-    swt[j] = T(0);
+    s[j] = 0.0;
+    swt[j] = 0.0;
   }
   for (index_t c = 0; c < C; ++c) {
     const T* zc = z + c * inner;
@@ -239,28 +243,28 @@ NNK_INLINE void ce_cols_body(CeTag<kSmooth, M>, T* rl, T* grad, const T* z, cons
 #pragma omp simd
     for (index_t j = 0; j < W; ++j) {
       const T d = zc[j] - m[j];
-      const T ev = vmath::exp(d);
+      const T ev = vmath::exp_nonpositive(d);
       s[j] += ev;
-      if constexpr (kSmooth) swt[j] += wc * d;
+      if constexpr (kSmooth) swt[j] += static_cast<double>(wc) * d;
       if constexpr (M::kGrad) gc[j] = ev;
     }
   }
   for (index_t j = 0; j < W; ++j) {
     const std::int64_t t = tgt[j];
     if (t == a.ignore) {
-      rl[j] = T(0);
+      rl[j] = 0.0;
       k1[j] = T(0);
       k2[j] = T(0);
       continue;
     }
-    const T ls = std::log(s[j]);
-    const T wt = w[t];
-    T loss = (T(1) - eps) * wt * (ls + (m[j] - zt[j]));
-    if constexpr (kSmooth) loss += eps / T(C) * (wsum * ls - swt[j]);
+    const double ls = std::log(s[j]);
+    const double wt = w[t], e = eps;
+    double loss = (1.0 - e) * wt * (ls + (static_cast<double>(m[j]) - zt[j]));
+    if constexpr (kSmooth) loss += e / static_cast<double>(C) * (static_cast<double>(wsum) * ls - swt[j]);
     rl[j] = loss;
     T g = gscale;
     if constexpr (M::kGvec) g *= gv[j];
-    k1[j] = kSmooth ? g * ((T(1) - eps) * wt + eps / T(C) * wsum) / s[j] : g * wt / s[j];
+    k1[j] = static_cast<T>(kSmooth ? g * ((1.0 - e) * wt + e / static_cast<double>(C) * wsum) / s[j] : g * wt / s[j]);
     k2[j] = g * eps / T(C);
   }
   if constexpr (M::kGrad) {
@@ -286,9 +290,9 @@ NNK_MULTIVERSION(ce_cols, ce_cols_body)
 // offset to the segment (contiguous for len elements).
 
 template <class M, class T>
-NNK_INLINE void bce_body(M, T* psum, T* loss, T* grad, const T* x, const T* t, const T* w, const T* pw, const T* gv,
-                         index_t i0, index_t len, T gscale) {
-  T s = T(0);
+NNK_INLINE void bce_body(M, double* psum, T* loss, T* grad, const T* x, const T* t, const T* w, const T* pw,
+                         const T* gv, index_t i0, index_t len, T gscale) {
+  double s = 0.0;
 #pragma omp simd reduction(+ : s)
   for (index_t k = 0; k < len; ++k) {
     const index_t i = i0 + k;
@@ -346,9 +350,9 @@ double mse_loss(LossOutputs out, T* loss, T* grad, const T* pred, const T* targe
   double* part = scratch<double>(kSlotPartials, nch);
   dispatch_mode(out, gvec != nullptr, [&](auto mode) {
     parallel_chunks(n, kLossChunk, [&](index_t c, index_t b, index_t e) {
-      T s;
+      double s;
       mse_loop(mode, &s, loss, grad, pred, target, gvec, b, e, gscale);
-      part[c] = static_cast<double>(s);
+      part[c] = s;
     });
   });
   return out.sum ? sum_in_order(part, nch) : 0.0;
@@ -422,16 +426,18 @@ double cross_entropy(LossOutputs out, T* loss, T* grad, const T* logits, const s
       const index_t nch = num_chunks(rows, chunk);
       double* part = scratch<double>(kSlotPartials, nch);
       parallel_chunks(rows, chunk, [&](index_t ch, index_t b, index_t e) {
-        T* stat = scratch<T>(kScratch0, 3 * rpb);
-        T* rl = scratch<T>(kScratch1, rpb);
+        T* stat = scratch<T>(kScratch0, 2 * rpb);
+        double* rl = scratch<double>(kScratch1, 2 * rpb);  // row losses, then the smoothing sums
         T* ebuf = out.grad || C >= kRowFuseMin ? nullptr : scratch<T>(kScratch2, rpb * C);
         double acc = 0.0;
         for (index_t r = b; r < e; r += rpb) {
           const index_t nr = std::min(rpb, e - r);
           ce_rows(tag, rl, out.grad ? grad + r * C : nullptr, logits + r * C, target + r, w,
-                  gvec != nullptr ? gvec + r : nullptr, nr, args, label_smoothing, wsum, gscale, stat, ebuf);
-          for (index_t k = 0; k < nr; ++k) acc += static_cast<double>(rl[k]);
-          if (out.none) std::copy(rl, rl + nr, loss + r);
+                  gvec != nullptr ? gvec + r : nullptr, nr, args, label_smoothing, wsum, gscale, stat, rl + rpb, ebuf);
+          for (index_t k = 0; k < nr; ++k) acc += rl[k];
+          if (out.none) {
+            for (index_t k = 0; k < nr; ++k) loss[r + k] = static_cast<T>(rl[k]);
+          }
         }
         part[ch] = acc;
       });
@@ -445,17 +451,20 @@ double cross_entropy(LossOutputs out, T* loss, T* grad, const T* logits, const s
     const index_t nch = num_chunks(units, chunk);
     double* part = scratch<double>(kSlotPartials, nch);
     parallel_chunks(units, chunk, [&](index_t ch, index_t b, index_t e) {
-      T* st = scratch<T>(kScratch0, 5 * W);
-      T* rl = scratch<T>(kScratch1, W);
+      T* st = scratch<T>(kScratch0, 3 * W);
+      double* sd = scratch<double>(kScratch1, 3 * W);  // sums (2 W), then row losses (W)
+      double* rl = sd + 2 * W;
       double acc = 0.0;
       for (index_t u = b; u < e; ++u) {
         const index_t n = u / nblk, j0 = (u % nblk) * W;
         const index_t wlen = std::min(W, inner - j0);
         const index_t zoff = n * C * inner + j0, roff = n * inner + j0;
         ce_cols(tag, rl, out.grad ? grad + zoff : nullptr, logits + zoff, target + roff, w,
-                gvec != nullptr ? gvec + roff : nullptr, inner, wlen, args, label_smoothing, wsum, gscale, st);
-        for (index_t k = 0; k < wlen; ++k) acc += static_cast<double>(rl[k]);
-        if (out.none) std::copy(rl, rl + wlen, loss + roff);
+                gvec != nullptr ? gvec + roff : nullptr, inner, wlen, args, label_smoothing, wsum, gscale, st, sd);
+        for (index_t k = 0; k < wlen; ++k) acc += rl[k];
+        if (out.none) {
+          for (index_t k = 0; k < wlen; ++k) loss[roff + k] = static_cast<T>(rl[k]);
+        }
       }
       part[ch] = acc;
     });
@@ -496,9 +505,9 @@ double bce_with_logits(LossOutputs out, T* loss, T* grad, const T* x, const T* t
       for (index_t i = b; i < e;) {
         const index_t iw = i % Lw, ip = i % Lp;
         const index_t len = std::min({e - i, Lw - iw, Lp - ip});
-        T s;
+        double s;
         bce_loop(mode, &s, loss, grad, x, target, w + iw, pw + ip, gvec, i, len, gscale);
-        acc += static_cast<double>(s);
+        acc += s;
         i += len;
       }
       part[c] = acc;

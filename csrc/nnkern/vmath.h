@@ -70,6 +70,7 @@ struct Traits<float> {
   static constexpr float kTwoPowMant = 16777216.0f;     // 2^24: scales subnormals to normal
   static constexpr int kMantPlus1 = 24;
   static constexpr float kTanhOne = 10.0f;  // 1 - tanh(10) < 2^-25: tanh rounds to 1 beyond
+  static constexpr float kExpNormalLo = -87.33654f;  // ln(FLT_MIN): e^x is subnormal below
   static constexpr float kExpm1Lo = -20.0f;  // e^x - 1 rounds to -1 below
   static constexpr float kExpm1Hi = 20.0f;   // e^x - 1 rounds like e^x above (2^-29 relative)
 
@@ -110,6 +111,7 @@ struct Traits<double> {
   static constexpr double kTwoPowMant = 9007199254740992.0;  // 2^53
   static constexpr int kMantPlus1 = 53;
   static constexpr double kTanhOne = 20.0;  // 1 - tanh(20) < 2^-54
+  static constexpr double kExpNormalLo = -708.3964185322641;  // ln(DBL_MIN)
   static constexpr double kExpm1Lo = -40.0;
   static constexpr double kExpm1Hi = 40.0;
 
@@ -218,6 +220,20 @@ NNK_INLINE T exp(T x) {
   return res;  // NaN: compares false, and p is NaN
 }
 
+
+// e^x for x <= 0 (or NaN), flushing results below the normal range to 0: one 2^n factor and one
+// select instead of exp()'s two of each. For shifted exponents such as z - max(z) in softmax and
+// cross-entropy, where a term below ~1e-38 (float) next to the max's 1 changes nothing.
+template <class T>
+NNK_INLINE T exp_nonpositive(T x) {
+  using Tr = detail::Traits<T>;
+  const T kd = x * Tr::kLog2e + Tr::kShift;
+  const T n = kd - Tr::kShift;
+  const T r = (x - n * Tr::kLn2Hi) - n * Tr::kLn2Lo;
+  const T p = T(1) + (r + r * r * Tr::exp_poly(r));
+  const T s = detail::from_bits<T>((detail::to_bits(kd) - detail::to_bits(Tr::kShift) + Tr::kBias) << Tr::kMantBits);
+  return select(x < Tr::kExpNormalLo, T(0), p * s);  // NaN: compares false, p is NaN
+}
 
 namespace detail {
 // e^x - 1 without the cancellation of e^x - 1: with x = n ln2 + r, e^x - 1 = 2^n (e^r - 1) +
