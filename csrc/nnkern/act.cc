@@ -207,10 +207,11 @@ T* prelu_periodic_weights(const T* w, index_t C, index_t S, index_t& L, int slot
 // x - max <= 0 (or NaN), so the cheaper vmath::exp_nonpositive applies (terms below the normal range
 // are flushed to 0; next to the max's e^0 = 1 they change nothing).
 //
-// The rows of a block are processed pass by pass (max, shift, exp over the whole block, sums,
-// scale): the exp loop runs over rows * D contiguous elements, so it vectorises fully even for
-// short rows (D = 10), and the block (~2K elements) stays in L1 across the passes. Memory sees one
-// read of x and one write of y.
+// Short rows (D < kRowFuseMin) are processed a block at a time, pass by pass (max, shift, exp over
+// the whole block, sums, scale): the exp loop runs over rows * D contiguous elements, so it
+// vectorises fully even for D = 10, and the block (~2K elements) stays in L1 across the passes.
+// Long rows go one at a time with exp fused into the sum. Memory sees one read of x and one write
+// of y either way.
 constexpr index_t kRowBlock = 2048;
 
 template <class T>
