@@ -235,7 +235,8 @@ void bind_act(py::module_& m) {
         return dispatch_float(x, fn, "x", [&](auto t) -> py::object {
           using T = decltype(t);
           const T s = static_cast<T>(slope);
-          return unary_forward<T>(fn, x, out, [s](T* y, const T* px, index_t n) { leaky_relu_forward<T>(y, px, n, s); });
+          return unary_forward<T>(fn, x, out,
+                                  [s](T* y, const T* px, index_t n) { leaky_relu_forward<T>(y, px, n, s); });
         });
       },
       py::arg("x"), py::arg("negative_slope") = 0.01, py::arg("out") = py::none(),
@@ -266,7 +267,8 @@ void bind_act(py::module_& m) {
         return dispatch_float(x, fn, "x", [&](auto t) -> py::object {
           using T = decltype(t);
           const T b = static_cast<T>(beta), th = static_cast<T>(threshold);
-          return unary_forward<T>(fn, x, out, [b, th](T* y, const T* px, index_t n) { softplus_forward<T>(y, px, n, b, th); });
+          return unary_forward<T>(fn, x, out,
+                                  [b, th](T* y, const T* px, index_t n) { softplus_forward<T>(y, px, n, b, th); });
         });
       },
       py::arg("x"), py::arg("beta") = 1.0, py::arg("threshold") = 20.0, py::arg("out") = py::none(),
@@ -318,9 +320,10 @@ void bind_act(py::module_& m) {
       [](py::object x, long long dim, py::object out) -> py::object {
         return dispatch_float(x, "softmax", "x", [&](auto t) -> py::object {
           using T = decltype(t);
-          return softmax_forward_impl<T>("softmax", x, dim, out, [](T* y, const T* px, index_t o, index_t D, index_t i) {
-            softmax_forward<T>(y, px, o, D, i);
-          });
+          return softmax_forward_impl<T>("softmax", x, dim, out,
+                                         [](T* y, const T* px, index_t o, index_t D, index_t i) {
+                                           softmax_forward<T>(y, px, o, D, i);
+                                         });
         });
       },
       py::arg("x"), py::arg("dim") = -1, py::arg("out") = py::none(),
@@ -384,7 +387,10 @@ void bind_act(py::module_& m) {
             py::gil_scoped_release nogil;
             ok = vmath_apply<T>(name.c_str(), py_, px, xa.size());
           }
-          if (!ok) value_error(fn, "unknown function '", name, "' (exp, exp_nonpositive, expm1, log, log1p, tanh, sigmoid, softplus)");
+          if (!ok) {
+            value_error(fn, "unknown function '", name,
+                        "' (exp, exp_nonpositive, expm1, log, log1p, tanh, sigmoid, softplus)");
+          }
           return std::move(y);
         });
       },

@@ -371,13 +371,15 @@ def test_errors_dtype_and_type():
 
 
 def test_errors_shapes():
-    with pytest.raises(ValueError, match=r"sigmoid_backward: y has shape \(3, 2\), expected \(2, 3\) \(the shape of dy\)"):
+    with pytest.raises(ValueError,
+                       match=r"sigmoid_backward: y has shape \(3, 2\), expected \(2, 3\) \(the shape of dy\)"):
         nk.sigmoid_backward(np.ones((2, 3)), np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"relu: out has shape \(4,\), expected \(3,\)"):
         nk.relu(np.ones(3), out=np.ones(4))
     with pytest.raises(ValueError, match=r"prelu: weight has 2 elements, expected 1 or 3 \(the size of dim 1 of x"):
         nk.prelu(np.ones((4, 3)), np.ones(2))
-    with pytest.raises(ValueError, match=r"prelu: weight has 5 elements, expected 1 \(x with 1 dims has no channel dim\)"):
+    with pytest.raises(ValueError,
+                       match=r"prelu: weight has 5 elements, expected 1 \(x with 1 dims has no channel dim\)"):
         nk.prelu(np.ones(5), np.ones(5))
     with pytest.raises(ValueError, match=r"prelu_backward: weight has 2 dims, expected 1"):
         nk.prelu_backward(np.ones((4, 3)), np.ones((4, 3)), np.ones((1, 3)))

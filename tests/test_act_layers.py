@@ -53,7 +53,8 @@ def test_layer_matches_torch(rng, name, dtype):
         np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
         np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
     if name.startswith("PReLU"):  # the weight gradient accumulated over both shapes, as torch's
-        np.testing.assert_allclose(layer.weight.grad, tlayer.weight.grad.numpy(), rtol=1e-4 if dtype == np.float32 else 1e-10)
+        np.testing.assert_allclose(layer.weight.grad, tlayer.weight.grad.numpy(),
+                                   rtol=1e-4 if dtype == np.float32 else 1e-10)
         assert list(layer.state_dict()) == list(tlayer.state_dict()) == ["weight"]
 
 

@@ -85,13 +85,15 @@ NNK_MULTIVERSION(mse_loop, mse_body)
 // ---------------------------------------------------------------------------------------------
 // Cross-entropy over contiguous rows (inner == 1): a block of `rows` rows of C logits.
 //
-// Like softmax (act.cc), the block is processed pass by pass: row maxima, target logits and the
-// shift z - max (into the gradient buffer, or scratch `e` for a forward only), one exp over the
-// whole block, then per row the sum, loss and gradient scale. Every logit of a row is read before
+// Like softmax (act.cc): short rows (C < kRowFuseMin) go a block at a time, pass by pass (row
+// maxima and target logits, the shift z - max into the gradient buffer or scratch `e` for a
+// forward only, one exp over the whole block, then per row the sum, loss and gradient scale);
+// long rows go one at a time with exp fused into the sums. Every logit of a row is read before
 // the row's gradient is written, so grad may be the logits buffer itself.
 //
-// Numerics: exponents z - max are <= 0 (vmath::exp_nonpositive); nll = log(s) + (max - z_t) and the smoothing term sum_c w_c (lse - z_c) =
-// wsum log(s) - sum_c w_c (z_c - max) are sums of non-negative terms (no cancellation).
+// Numerics: exponents z - max are <= 0 (vmath::exp_nonpositive); nll = log(s) + (max - z_t) and
+// the smoothing term sum_c w_c (lse - z_c) = wsum log(s) - sum_c w_c (z_c - max) are sums of
+// non-negative terms (no cancellation); the sums accumulate in double.
 
 struct CeArgs {
   index_t C;

@@ -108,7 +108,8 @@ def _elementwise_setup(name, n, mode):
             tx, tdy, tw = torch.from_numpy(x), torch.from_numpy(dy), torch.from_numpy(w)
             ty, tdx = torch.empty(shape), torch.empty(shape)
             fwd, both = _torch_ops(torch, name, tx, ty, tdy, tdx, tw)
-            note = "aten forward/backward kernels" + (" (prelu: fresh outputs, no out=)" if name == "prelu" else ", out=")
+            note = "aten forward/backward kernels" + (
+                " (prelu: fresh outputs, no out=)" if name == "prelu" else ", out=")
             impls.append(Impl("torch", fwd if mode == "fwd" else both, note))
         return impls
 
@@ -168,9 +169,9 @@ def cases(quick):
         for n in sizes:
             for mode, per in (("fwd", 8), ("fwd+bwd", 20)):
                 shape = _shape(name, n)
-                out.append(Case("act", name, "x" + "x".join(map(str, shape)) if len(shape) > 1 else f"{n // (1 << 20)}M",
-                                _elementwise_setup(name, n, mode), work=per * float(np.prod(shape)), mode=mode,
-                                impl_names=names))
+                label = "x".join(map(str, shape)) if len(shape) > 1 else f"{n // (1 << 20)}M"
+                out.append(Case("act", name, label, _elementwise_setup(name, n, mode),
+                                work=per * float(np.prod(shape)), mode=mode, impl_names=names))
     shapes = [(4096, 1000)] if quick else [(4096, 1000), (65536, 10)]
     for name in ("softmax", "log_softmax"):
         for shape in shapes:

@@ -94,7 +94,8 @@ class MSELoss(_Loss):
 
     def _check_shapes(self, pred, target):
         if pred.shape != target.shape:
-            raise ValueError(f"MSELoss: target has shape {target.shape}, expected {pred.shape} (the shape of the input)")
+            raise ValueError(f"MSELoss: target has shape {target.shape}, expected {pred.shape} "
+                             f"(the shape of the input)")
 
     def _kernel_args(self, pred):
         return ()
