@@ -25,7 +25,7 @@
 // ranges at every SIMD level; float32 was also checked exhaustively over all 2^32 inputs):
 // exp, log, log1p within 2 ulp of the correctly rounded result over their whole domain (subnormal
 // results within 1 unit of the smallest subnormal); expm1 within 2.5 ulp; tanh, sigmoid and
-// softplus within 3 ulp. Special values as IEEE/C99: exp(+inf) = +inf, exp(-inf) = 0,
+// softplus within 3 ulp (sigmoid flushes results below the normal range to 0). Special values as IEEE/C99: exp(+inf) = +inf, exp(-inf) = 0,
 // overflow -> +inf, underflow -> 0; expm1(-inf) = -1; log(0) = -inf, log(x < 0) = NaN,
 // log1p(-1) = -inf, log1p(y < -1) = NaN; tanh(+-inf) = +-1; NaN in -> NaN out everywhere.
 //
@@ -314,10 +314,12 @@ NNK_INLINE T tanh(T x) {
   return std::copysign(e / (e + T(2)), x);  // NaN: a, ac, e are NaN
 }
 
-// 1 / (1 + e^-x), accurate in relative terms on both sides (e^x / (1 + e^x) for x < 0).
+// 1 / (1 + e^-x), accurate in relative terms on both sides (e^x / (1 + e^x) for x < 0). Results
+// below the normal range (x < -87.3 for float, -708.4 for double) flush to 0, as torch's float
+// sigmoid does: exp_nonpositive is ~30% cheaper than exp here (sigmoid feeds silu and RNN gates).
 template <class T>
 NNK_INLINE T sigmoid(T x) {
-  const T e = exp(-abs(x));
+  const T e = exp_nonpositive(-abs(x));
   return select(x >= T(0), T(1), e) / (T(1) + e);
 }
 
