@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <atomic>
@@ -50,7 +51,6 @@ struct MathConst<float> {
   static constexpr Bits kBias = 127;
   // exp's argument range: 2^k stays a normal number.
   static constexpr float kExpLo = -87.0f;
-  static constexpr float kExpHi = 88.0f;
   // tanh(x) rounds to +-1 beyond this.
   static constexpr float kTanhClamp = 10.0f;
 };
@@ -65,7 +65,6 @@ struct MathConst<double> {
   static constexpr int kMantBits = 52;
   static constexpr Bits kBias = 1023;
   static constexpr double kExpLo = -708.0;
-  static constexpr double kExpHi = 709.0;
   static constexpr double kTanhClamp = 20.0;
 };
 
@@ -127,15 +126,18 @@ NNK_INLINE double expm1_reduced(double r) {
   return p * r;
 }
 
-// e^x (x clamped to the normal range: e^x for x < kExpLo returns e^kExpLo ~ 1e-38, harmless
-// inside sigmoid).
+// e^y for y <= 0 (or NaN), down through the subnormal range: below kExpLo it squares e^(y/2), so
+// tiny results underflow gracefully instead of being clamped.
 template <class T>
-NNK_INLINE T vexp(T x) {
+NNK_INLINE T vexp_nonpos(T y) {
   using C = MathConst<T>;
-  x = clamp_keep_nan(x, C::kExpLo, C::kExpHi);
+  const bool tiny = y < C::kExpLo;
+  T h = tiny ? y * T(0.5) : y;
+  h = h < C::kExpLo ? C::kExpLo : h;  // keeps NaN
   T scale;
-  const T r = reduce_ln2(x, &scale);
-  return scale * expm1_reduced(r) + scale;
+  const T r = reduce_ln2(h, &scale);
+  const T e = scale * expm1_reduced(r) + scale;
+  return tiny ? e * e : e;
 }
 
 // e^y - 1 for 0 <= y <= 2 * kTanhClamp: 2^k (e^r - 1) + (2^k - 1) keeps small y accurate.
@@ -146,21 +148,24 @@ NNK_INLINE T vexpm1_nonneg(T y) {
   return scale * expm1_reduced(r) + (scale - T(1));
 }
 
-// 1 / (1 + e^-x)
+// 1 / (1 + e^-x), evaluated as 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0 with
+// e = e^-|x| <= 1: no overflow, and full relative accuracy for large negative x.
 template <class T>
 NNK_INLINE T vsigmoid(T x) {
-  return T(1) / (T(1) + vexp(-x));
+  const T a = x < T(0) ? x : -x;  // -|x|, NaN stays NaN
+  const T e = vexp_nonpos(a);
+  const T num = x < T(0) ? e : T(1);
+  return num / (T(1) + e);
 }
 
 // tanh(x) = sign(x) * E / (E + 2) with E = expm1(2|x|): accurate near 0 (no cancellation).
 template <class T>
 NNK_INLINE T vtanh(T x) {
   using C = MathConst<T>;
-  T a = x < T(0) ? -x : x;
+  T a = std::fabs(x);
   a = a > C::kTanhClamp ? C::kTanhClamp : a;  // keeps NaN
   const T e = vexpm1_nonneg(a + a);
-  const T t = e / (e + T(2));
-  return x < T(0) ? -t : t;
+  return std::copysign(e / (e + T(2)), x);
 }
 
 // ---------------------------------------------------------------------------------------------
