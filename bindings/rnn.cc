@@ -6,8 +6,11 @@
 // common case (C-contiguous, aligned, native float32/float64 arrays: a few pointer reads each)
 // and fall back to the general helpers of arrays.h, which copy unusual inputs or raise the
 // documented error.
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "arrays.h"
 #include "nnkern/rnn.h"
@@ -701,6 +704,35 @@ void bind_rnn(py::module_& m) {
       py::arg("kind"), py::arg("ws"), py::arg("x"), py::arg("dy"), py::arg("dy_col"), py::arg("dh_n"),
       py::arg("dc_n"), py::arg("dx"), py::arg("dx_accumulate"), py::arg("dh0"), py::arg("dc0"), py::arg("grads"),
       py::arg("accumulate"));
+  m.def(
+      "_lstm_cell_kernel_seconds",
+      [](py::array_t<float> x, py::array_t<float> h0, py::array_t<float> c0, py::array_t<float> w_ih,
+         py::array_t<float> w_hh, py::array_t<float> b_ih, py::array_t<float> b_hh, bool backward, int iters) {
+        // The kernels alone, looped in C++ (no Python, no argument checks): the "math" part of a
+        // call, so benchmarks can report the per-call overhead of nk.lstm_cell from Python.
+        const index_t N = x.shape(0), F = x.shape(1), H = h0.shape(1);
+        std::vector<float> h1(N * H), c1(N * H), ws(N * 5 * H), dx(N * F), dh0(N * H), dc0(N * H);
+        std::vector<float> gwi(4 * H * F), gwh(4 * H * H), gbi(4 * H), gbh(4 * H);
+        lstm_cell_forward<float>(h1.data(), c1.data(), ws.data(), x.data(), h0.data(), c0.data(), w_ih.data(),
+                                 w_hh.data(), b_ih.data(), b_hh.data(), N, F, H);
+        py::gil_scoped_release nogil;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < iters; ++i) {
+          if (backward) {
+            lstm_cell_backward<float>(dx.data(), dh0.data(), dc0.data(), GradOut<float>{gwi.data(), true},
+                                      GradOut<float>{gwh.data(), true}, GradOut<float>{gbi.data(), true},
+                                      GradOut<float>{gbh.data(), true}, h1.data(), c1.data(), ws.data(), x.data(),
+                                      h0.data(), c0.data(), w_ih.data(), w_hh.data(), N, F, H);
+          } else {
+            lstm_cell_forward<float>(h1.data(), c1.data(), ws.data(), x.data(), h0.data(), c0.data(), w_ih.data(),
+                                     w_hh.data(), b_ih.data(), b_hh.data(), N, F, H);
+          }
+        }
+        const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+        return dt.count() / std::max(iters, 1);
+      },
+      py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
+      py::arg("b_hh"), py::arg("backward"), py::arg("iters"));
   m.def(
       "_rnn_activation",
       [](py::object x, const std::string& kind) -> py::object {
