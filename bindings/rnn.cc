@@ -14,6 +14,7 @@
 
 #include "arrays.h"
 #include "nnkern/rnn.h"
+#include "nnkern/rnn_gemm.h"
 
 namespace nnkern {
 namespace bind {
@@ -733,6 +734,34 @@ void bind_rnn(py::module_& m) {
       },
       py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
       py::arg("b_hh"), py::arg("backward"), py::arg("iters"));
+  m.def(
+      "_rnn_step_gemm",
+      [](py::object a, py::object b, py::object c, bool accumulate, int iters) {
+        // c (+)= a @ b through the recurrent step GEMM (rnn_gemm.h), iters times (tests, timing).
+        return dispatch_float(a, "_rnn_step_gemm", "a", [&](auto t) {
+          using T = decltype(t);
+          const char* fn = "_rnn_step_gemm";
+          Arr<T> A = in_arr<T>(a, fn, "a", nullptr), B = in_arr<T>(b, fn, "b", "a");
+          expect_ndim(A, 2, fn, "a", "(M, K)");
+          expect_ndim(B, 2, fn, "b", "(K, N)");
+          const index_t M = A.dim(0), K = A.dim(1), N = B.dim(1);
+          expect_shape(B, {K, N}, fn, "b", "(K, N)");
+          Arr<T> C = inplace_arr<T>(c, {M, N}, fn, "c");
+          check_disjoint(fn, {span("c", C)}, {span("a", A), span("b", B), span("c", C)});
+          py::gil_scoped_release nogil;
+          std::vector<T> bp(static_cast<std::size_t>(std::max<index_t>(rnn::packed_size(K, N), 1)));
+          rnn::packed_zero_tail(bp.data(), K, N);
+          rnn::pack_rows(bp.data(), K, 0, 0, B.p, N, K, N);
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int i = 0; i < std::max(iters, 1); ++i) {
+            rnn::step_gemm<T>(M, N, K, A.p, std::max<index_t>(K, 1), bp.data(), K, 0, C.p, std::max<index_t>(N, 1),
+                              accumulate);
+          }
+          const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+          return dt.count() / std::max(iters, 1);
+        });
+      },
+      py::arg("a"), py::arg("b"), py::arg("c"), py::arg("accumulate"), py::arg("iters") = 1);
   m.def(
       "_rnn_activation",
       [](py::object x, const std::string& kind) -> py::object {

@@ -8,6 +8,7 @@
 #include "nnkern/parallel.h"
 #include "nnkern/rnn.h"
 #include "nnkern/rnn_common.h"
+#include "nnkern/rnn_gemm.h"
 #include "nnkern/workspace.h"
 
 namespace nnkern {
@@ -316,7 +317,9 @@ struct GruWs {
   WsHeader* hdr;
   std::int64_t* lengths;
   T* wih;    // [3H, F] (torch form: slice-permuted; cho2014: as given)
-  T* whh;    // [3H, H]
+  T* whhp;   // W_hh^T packed for step_gemm (torch form: one [H, 3H] with slice-permuted columns;
+             // cho2014: three [H, H], one per gate)
+  T* whh;    // [3H, H] W_hh as given (backward packs its own copies from it)
   T* bi;     // [3H] b_ih (cho2014: b_ih + b_hh)
   T* bh;     // [3H] b_hh (torch form only)
   T* gates;  // [TN, 3H] r, z, n (forward); gate gradients (after backward)
@@ -331,6 +334,7 @@ GruWs<T> gru_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_hdr = b.add(64 / sizeof(T));
   const index_t o_len = b.add((d.N * 8 + sizeof(T) - 1) / sizeof(T));
   const index_t o_wih = b.add(3 * H * d.F);
+  const index_t o_whhp = b.add(std::max(packed_size(H, 3 * H), 3 * packed_size(H, H)));
   const index_t o_whh = b.add(3 * H * H);
   const index_t o_bi = b.add(3 * H);
   const index_t o_bh = b.add(3 * H);
@@ -343,6 +347,7 @@ GruWs<T> gru_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.hdr = reinterpret_cast<WsHeader*>(ws + o_hdr);
   w.lengths = reinterpret_cast<std::int64_t*>(ws + o_len);
   w.wih = ws + o_wih;
+  w.whhp = ws + o_whhp;
   w.whh = ws + o_whh;
   w.bi = ws + o_bi;
   w.bh = ws + o_bh;
@@ -609,15 +614,20 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
   const SlicePlan p = make_plan(N, H, 3, 2.0 * N * G3 * H);
   if (!cho) {
     permute_gate_rows(w.wih, w_ih, p, F);
-    permute_gate_rows(w.whh, w_hh, p, H);
+    pack_step_weights(w.whhp, w_hh, p);
     T* zeros = zeros_scratch<T>(G3);
     permute_gate_rows(w.bi, b_ih != nullptr ? b_ih : zeros, p, 1);
     permute_gate_rows(w.bh, b_hh != nullptr ? b_hh : zeros, p, 1);
   } else {
     if (G3 * F > 0) std::memcpy(w.wih, w_ih, static_cast<std::size_t>(G3 * F) * sizeof(T));
-    std::memcpy(w.whh, w_hh, static_cast<std::size_t>(G3 * H) * sizeof(T));
+    for (index_t g = 0; g < 3; ++g) {
+      T* bp = w.whhp + g * packed_size(H, H);
+      packed_zero_tail(bp, H, H);
+      pack_transposed(bp, H, 0, w_hh + g * H * H, H, H, H);
+    }
     for (index_t j = 0; j < G3; ++j) w.bi[j] = (b_ih ? b_ih[j] : T(0)) + (b_hh ? b_hh[j] : T(0));
   }
+  std::memcpy(w.whh, w_hh, static_cast<std::size_t>(G3 * H) * sizeof(T));
   gemm<T>(false, true, TN, G3, F, T(1), x, ldf, w.wih, ldf, T(0), w.gates, G3);
 
   const SeqIndex si{Tn, N, d.batch_first};
@@ -650,7 +660,7 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
       const index_t row_t = si.step_row(t) + r0 * rn;
       const T* hpt = w.hprev + row_t * H;
       T* gh = static_cast<T*>(scratch_bytes(kSlotStep0, gh_bytes));
-      gemm_serial<T>(false, true, rows, 3 * wd, H, T(1), hpt, ldh, w.whh + 3 * u0 * H, H, T(0), gh, 3 * wd);
+      step_gemm<T>(rows, 3 * wd, H, hpt, ldh, w.whhp, H, 3 * u0, gh, 3 * wd, false);
       GruFwdArgs<T> a{};
       a.rows = rows;
       a.w = wd;
@@ -683,9 +693,8 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
       T* gt = w.gates + row_t * G3;
       if (phase == 0) {
         // r and z blocks of this slice: gate-major layout, one GEMM per block.
-        gemm_serial<T>(false, true, rows, wd, H, T(1), hpt, ldh, w.whh + u0 * H, H, T(1), gt + u0, ldg);
-        gemm_serial<T>(false, true, rows, wd, H, T(1), hpt, ldh, w.whh + (H + u0) * H, H, T(1), gt + H + u0,
-                       ldg);
+        step_gemm<T>(rows, wd, H, hpt, ldh, w.whhp, H, u0, gt + u0, ldg, true);
+        step_gemm<T>(rows, wd, H, hpt, ldh, w.whhp + packed_size(H, H), H, u0, gt + H + u0, ldg, true);
         ChoFwd1Args<T> a{};
         a.rows = rows;
         a.w = wd;
@@ -702,8 +711,8 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
         cho_fwd1_pass(a);
       } else {
         // n block: (r*h) W_hn^T needs every slice's r*h (barrier before this phase).
-        gemm_serial<T>(false, true, rows, wd, H, T(1), w.aux + row_t * H, ldh, w.whh + (2 * H + u0) * H, H,
-                       T(1), gt + 2 * H + u0, ldg);
+        step_gemm<T>(rows, wd, H, w.aux + row_t * H, ldh, w.whhp + 2 * packed_size(H, H), H, u0, gt + 2 * H + u0,
+                     ldg, true);
         ChoFwd2Args<T> a{};
         a.rows = rows;
         a.w = wd;
@@ -742,6 +751,19 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
   const index_t rn = si.rn(), ldg = rn * G3, ldh = rn * H, ldyy = rn * ldy;
   T* zeros = zeros_scratch<T>(H);
   copy_rows(dh0, H, dh_n, H, N, H);
+  // W_hh [3H, H] (torch form: slice-permuted) back from the transposed copy.
+  // Backward B operands packed from W_hh: torch form [3H (permuted), H]; cho2014 W_hn [H, H]
+  // followed by W_h(r,z) [2H, H].
+  const index_t nb = packed_size(H, H);
+  T* whhb = scratch<T>(kSlotWeights, std::max<index_t>(packed_size(G3, H) + nb, 1));
+  if (!cho) {
+    pack_step_weights_backward(whhb, w.whh, p);
+  } else {
+    packed_zero_tail(whhb, H, H);
+    pack_rows(whhb, H, 0, 0, w.whh + 2 * H * H, H, H, H);
+    packed_zero_tail(whhb + nb, 2 * H, H);
+    pack_rows(whhb + nb, 2 * H, 0, 0, w.whh, H, 2 * H, H);
+  }
 
   if (!cho) {
     auto step = [&](index_t kk, int phase, index_t item) {
@@ -776,8 +798,7 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
         a.t = t;
         gru_bwd_pass(a);
       } else {
-        gemm_serial<T>(false, false, rows, wd, G3, T(1), w.gates + row_t * G3, ldg, w.whh + u0, H, T(1),
-                       dh0 + r0 * H + u0, H);
+        step_gemm<T>(rows, wd, G3, w.gates + row_t * G3, ldg, whhb, G3, u0, dh0 + r0 * H + u0, H, true);
       }
     };
     run_steps(Tn, 2, p, step, 0x1);
@@ -858,7 +879,7 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
       cho_bwd1_pass(a);
     } else if (phase == 1) {
       T* drh = static_cast<T*>(scratch_bytes(kSlotStep0, drh_bytes));
-      gemm_serial<T>(false, false, rows, wd, H, T(1), gt + 2 * H, ldg, w.whh + 2 * H * H + u0, H, T(0), drh, wd);
+      step_gemm<T>(rows, wd, H, gt + 2 * H, ldg, whhb, H, u0, drh, wd, false);
       ChoBwd2Args<T> a{};
       a.rows = rows;
       a.w = wd;
@@ -876,7 +897,7 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
       a.t = t;
       cho_bwd2_pass(a);
     } else {
-      gemm_serial<T>(false, false, rows, wd, 2 * H, T(1), gt, ldg, w.whh + u0, H, T(1), dh0 + r0 * H + u0, H);
+      step_gemm<T>(rows, wd, 2 * H, gt, ldg, whhb + nb, 2 * H, u0, dh0 + r0 * H + u0, H, true);
     }
   };
   run_steps(Tn, 3, p, step, 0x3, drh_bytes);

@@ -8,6 +8,7 @@
 #include "nnkern/parallel.h"
 #include "nnkern/rnn.h"
 #include "nnkern/rnn_common.h"
+#include "nnkern/rnn_gemm.h"
 #include "nnkern/workspace.h"
 
 namespace nnkern {
@@ -157,7 +158,8 @@ struct LstmWs {
   WsHeader* hdr;
   std::int64_t* lengths;
   T* wih;    // [4H, F] slice-permuted
-  T* whh;    // [4H, H] slice-permuted
+  T* whhp;   // W_hh'^T packed for step_gemm: [H rows, 4H columns] (slice-permuted columns)
+  T* whh;    // [4H, H] W_hh as given (backward packs its own copy from it)
   T* bias;   // [4H] b_ih + b_hh, slice-permuted
   T* gates;  // [TN, 4H] activated gates (forward), gate gradients (after backward)
   T* hprev;  // [TN, H] h_{t-1} of each step
@@ -172,6 +174,7 @@ LstmWs<T> lstm_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_hdr = b.add(64 / sizeof(T));
   const index_t o_len = b.add((d.N * 8 + sizeof(T) - 1) / sizeof(T));
   const index_t o_wih = b.add(4 * H * d.F);
+  const index_t o_whhp = b.add(packed_size(H, 4 * H));
   const index_t o_whh = b.add(4 * H * H);
   const index_t o_b = b.add(4 * H);
   const index_t o_g = b.add(TN * 4 * H);
@@ -184,6 +187,7 @@ LstmWs<T> lstm_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.hdr = reinterpret_cast<WsHeader*>(ws + o_hdr);
   w.lengths = reinterpret_cast<std::int64_t*>(ws + o_len);
   w.wih = ws + o_wih;
+  w.whhp = ws + o_whhp;
   w.whh = ws + o_whh;
   w.bias = ws + o_b;
   w.gates = ws + o_g;
@@ -309,7 +313,8 @@ void lstm_seq_forward(T* y, index_t ldy, T* h_n, T* c_n, T* ws, const T* x, cons
 
   const SlicePlan p = make_plan(N, H, 4, 2.0 * N * GH * H);
   permute_gate_rows(w.wih, w_ih, p, F);
-  permute_gate_rows(w.whh, w_hh, p, H);
+  pack_step_weights(w.whhp, w_hh, p);
+  std::memcpy(w.whh, w_hh, static_cast<std::size_t>(GH * H) * sizeof(T));
   {
     T* b = scratch<T>(kSlotBias, std::max<index_t>(GH, 1));
     for (index_t j = 0; j < GH; ++j) b[j] = (b_ih ? b_ih[j] : T(0)) + (b_hh ? b_hh[j] : T(0));
@@ -340,8 +345,8 @@ void lstm_seq_forward(T* y, index_t ldy, T* h_n, T* c_n, T* ws, const T* x, cons
     const index_t row_t = si.step_row(t) + r0 * rn;
     T* gt = w.gates + row_t * GH + 4 * u0;
     const T* hpt = w.hprev + row_t * H;
-    // This item's gates += h_{t-1} W_hh'^T (its slice's 4 gate blocks are contiguous rows).
-    gemm_serial<T>(false, true, rows, 4 * wd, H, T(1), hpt, ldh, w.whh + 4 * u0 * H, H, T(1), gt, ldg);
+    // This item's gates += h_{t-1} W_hh'^T (its slice's 4 gate blocks are contiguous columns).
+    step_gemm<T>(rows, 4 * wd, H, hpt, ldh, w.whhp, H, 4 * u0, gt, ldg, true);
     LstmFwdArgs<T> a{};
     a.rows = rows;
     a.w = wd;
@@ -392,6 +397,9 @@ void lstm_seq_backward(T* dx, bool dx_accumulate, T* dh0, T* dc0, GradOut<T> dw_
   // dh0/dc0 carry the state gradients through the loop (they end as the initial-state grads).
   copy_rows(dh0, H, dh_n, H, N, H);
   copy_rows(dc0, H, dc_n, H, N, H);
+  // W_hh' [4H, H] (slice-permuted) back from the transposed copy: dh = dG W_hh' per slice.
+  T* whhb = scratch<T>(kSlotWeights, std::max<index_t>(packed_size(GH, H), 1));
+  pack_step_weights_backward(whhb, w.whh, p);
 
   auto step = [&](index_t kk, int phase, index_t item) {
     const index_t k = Tn - 1 - kk;  // forward processing index, run backwards
@@ -423,8 +431,7 @@ void lstm_seq_backward(T* dx, bool dx_accumulate, T* dh0, T* dc0, GradOut<T> dw_
       lstm_bwd_pass(a);
     } else {
       // dh_{t-1}[rows, slice] += dG_t[rows, :] W_hh'[:, slice]  (needs every slice's dG: barrier)
-      gemm_serial<T>(false, false, rows, wd, GH, T(1), w.gates + row_t * GH, ldg, w.whh + u0, H, T(1),
-                     dh0 + r0 * H + u0, H);
+      step_gemm<T>(rows, wd, GH, w.gates + row_t * GH, ldg, whhb, GH, u0, dh0 + r0 * H + u0, H, true);
     }
   };
   run_steps(Tn, 2, p, step, 0x1);

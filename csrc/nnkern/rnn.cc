@@ -7,6 +7,7 @@
 #include "nnkern/parallel.h"
 #include "nnkern/rnn.h"
 #include "nnkern/rnn_common.h"
+#include "nnkern/rnn_gemm.h"
 #include "nnkern/workspace.h"
 
 namespace nnkern {
@@ -131,7 +132,8 @@ struct RnnWs {
   WsHeader* hdr;
   std::int64_t* lengths;
   T* wih;    // [H, F]
-  T* whh;    // [H, H]
+  T* whhp;   // W_hh^T packed for step_gemm [H, H]
+  T* whh;    // [H, H] W_hh as given
   T* bias;   // [H] b_ih + b_hh
   T* gates;  // [TN, H] activations (forward), pre-activation gradients (after backward)
   T* hprev;  // [TN, H]
@@ -144,6 +146,7 @@ RnnWs<T> rnn_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_hdr = b.add(64 / sizeof(T));
   const index_t o_len = b.add((d.N * 8 + sizeof(T) - 1) / sizeof(T));
   const index_t o_wih = b.add(H * d.F);
+  const index_t o_whhp = b.add(packed_size(H, H));
   const index_t o_whh = b.add(H * H);
   const index_t o_b = b.add(H);
   const index_t o_g = b.add(TN * H);
@@ -154,6 +157,7 @@ RnnWs<T> rnn_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.hdr = reinterpret_cast<WsHeader*>(ws + o_hdr);
   w.lengths = reinterpret_cast<std::int64_t*>(ws + o_len);
   w.wih = ws + o_wih;
+  w.whhp = ws + o_whhp;
   w.whh = ws + o_whh;
   w.bias = ws + o_b;
   w.gates = ws + o_g;
@@ -254,6 +258,8 @@ void rnn_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
   const std::int64_t* len = lengths != nullptr ? w.lengths : nullptr;
   if (H * F > 0) std::memcpy(w.wih, w_ih, static_cast<std::size_t>(H * F) * sizeof(T));
   std::memcpy(w.whh, w_hh, static_cast<std::size_t>(H * H) * sizeof(T));
+  packed_zero_tail(w.whhp, H, H);
+  pack_transposed(w.whhp, H, 0, w_hh, H, H, H);
   for (index_t j = 0; j < H; ++j) w.bias[j] = (b_ih ? b_ih[j] : T(0)) + (b_hh ? b_hh[j] : T(0));
   gemm<T>(false, true, TN, H, F, T(1), x, ldf, w.wih, ldf, T(0), w.gates, H);
 
@@ -274,7 +280,7 @@ void rnn_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
     const index_t row_t = si.step_row(t) + r0 * rn;
     const T* hpt = w.hprev + row_t * H;
     T* gt = w.gates + row_t * H + u0;
-    gemm_serial<T>(false, true, rows, wd, H, T(1), hpt, ldh, w.whh + u0 * H, H, T(1), gt, ldh);
+    step_gemm<T>(rows, wd, H, hpt, ldh, w.whhp, H, u0, gt, ldh, true);
     RnnFwdArgs<T> a{};
     a.rows = rows;
     a.w = wd;
@@ -318,6 +324,9 @@ void rnn_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
   const index_t rn = si.rn(), ldh = rn * H, ldyy = rn * ldy;
   T* zeros = zeros_scratch<T>(H);
   copy_rows(dh0, H, dh_n, H, N, H);
+  T* whhb = scratch<T>(kSlotWeights, std::max<index_t>(packed_size(H, H), 1));
+  packed_zero_tail(whhb, H, H);
+  pack_rows(whhb, H, 0, 0, w.whh, H, H, H);
   auto step = [&](index_t kk, int phase, index_t item) {
     const index_t k = Tn - 1 - kk;
     const index_t t = d.reverse ? Tn - 1 - k : k;
@@ -341,8 +350,7 @@ void rnn_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
       a.relu = relu;
       rnn_bwd_pass(a);
     } else {
-      gemm_serial<T>(false, false, rows, wd, H, T(1), w.gates + row_t * H, ldh, w.whh + u0, H, T(1),
-                     dh0 + r0 * H + u0, H);
+      step_gemm<T>(rows, wd, H, w.gates + row_t * H, ldh, whhb, H, u0, dh0 + r0 * H + u0, H, true);
     }
   };
   run_steps(Tn, 2, p, step, 0x1);

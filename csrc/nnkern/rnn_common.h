@@ -18,6 +18,7 @@
 #include "nnkern/gemm.h"
 #include "nnkern/parallel.h"
 #include "nnkern/rnn.h"
+#include "nnkern/rnn_gemm.h"
 #include "nnkern/simd.h"
 #include "nnkern/workspace.h"
 
@@ -185,6 +186,7 @@ struct SlicePlan {
   index_t S = 1;   // number of slices
   index_t rb = 0;  // rows per row block (last block may be smaller)
   index_t R = 1;   // number of row blocks
+  bool parallel = false;  // enough work per step to share it over threads
 
   index_t items() const { return S * R; }
   index_t u0(index_t s) const { return s * sw; }
@@ -196,6 +198,8 @@ struct SlicePlan {
 };
 
 // flops_per_step: GEMM work of one step (2 N GH H); below ~1 MFLOP one item runs everything.
+// Threads join only from ~4 MFLOP per step (~20 us): a step's barrier costs ~1 us on an idle
+// machine and a lot more on a busy one. Results do not depend on either choice.
 inline SlicePlan make_plan(index_t N, index_t H, index_t G, double flops_per_step) {
   SlicePlan p;
   p.N = N;
@@ -205,6 +209,7 @@ inline SlicePlan make_plan(index_t N, index_t H, index_t G, double flops_per_ste
   p.S = 1;
   p.rb = std::max<index_t>(N, 1);
   p.R = 1;
+  p.parallel = flops_per_step >= 4.0e6;
   if (flops_per_step < 1.0e6 || N <= 0 || H <= 0) return p;
   if (H >= 128) {
     // 64 units: a gate block is 4 AVX-512 vectors, a slice's W_hh block is G*64*H elements.
@@ -223,6 +228,7 @@ inline SlicePlan make_plan(index_t N, index_t H, index_t G, double flops_per_ste
 
 // Threads for a time loop over `items` items (1 = no parallel region at all).
 inline int loop_threads(const SlicePlan& p) {
+  if (!p.parallel) return 1;
   return static_cast<int>(std::min<index_t>(num_threads(), p.items()));
 }
 
@@ -241,6 +247,32 @@ void permute_gate_rows(T* dst, const T* src, const SlicePlan& p, index_t cols) {
       const T* from = src + (g * p.H + p.u0(s)) * cols;
       T* to = dst + p.perm_row(s, g) * cols;
       if (w * cols > 0) std::memcpy(to, from, static_cast<std::size_t>(w * cols) * sizeof(T));
+    }
+  }
+}
+
+// W_hh [G*H, H] (gate-major, as given) packed for the forward step GEMM: B = W_hh'^T with Kp = H
+// rows and G*H slice-permuted columns (a slice's gate blocks are consecutive columns).
+template <class T>
+void pack_step_weights(T* Bp, const T* w_hh, const SlicePlan& p) {
+  const index_t GH = p.G * p.H;
+  packed_zero_tail(Bp, p.H, GH);
+  for (index_t s = 0; s < p.S; ++s) {
+    for (index_t g = 0; g < p.G; ++g) {
+      pack_transposed(Bp, p.H, p.perm_row(s, g), w_hh + (g * p.H + p.u0(s)) * p.H, p.H, p.width(s), p.H);
+    }
+  }
+}
+
+// The same weights for the backward step GEMM (dh = dG W_hh'): B = W_hh' with Kp = G*H rows
+// (slice-permuted) and H columns.
+template <class T>
+void pack_step_weights_backward(T* Bp, const T* w_hh, const SlicePlan& p) {
+  const index_t GH = p.G * p.H;
+  packed_zero_tail(Bp, GH, p.H);
+  for (index_t s = 0; s < p.S; ++s) {
+    for (index_t g = 0; g < p.G; ++g) {
+      pack_rows(Bp, GH, p.perm_row(s, g), 0, w_hh + (g * p.H + p.u0(s)) * p.H, p.H, p.width(s), p.H);
     }
   }
 }
@@ -338,6 +370,7 @@ constexpr int kSlotBias = 2;
 constexpr int kSlotState = 3;
 constexpr int kSlotStep0 = 4;
 constexpr int kSlotStep1 = 5;
+constexpr int kSlotWeights = 6;
 
 // A zero vector of n elements (scratch), for absent biases, states and upstream gradients.
 template <class T>
