@@ -754,8 +754,7 @@ void bind_rnn(py::module_& m) {
           rnn::pack_rows(bp.data(), K, 0, 0, B.p, N, K, N);
           const auto t0 = std::chrono::steady_clock::now();
           for (int i = 0; i < std::max(iters, 1); ++i) {
-            rnn::step_gemm<T>(M, N, K, A.p, std::max<index_t>(K, 1), bp.data(), K, 0, C.p, std::max<index_t>(N, 1),
-                              accumulate);
+            rnn::step_gemm<T>(M, N, K, rnn::MatA<T>{A.p, K, 1}, rnn::packed_b(bp.data(), K), 0, C.p, N, accumulate);
           }
           const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
           return dt.count() / std::max(iters, 1);

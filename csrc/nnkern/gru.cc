@@ -59,8 +59,11 @@ NNK_INLINE void gru_fwd_body(GruFwdArgs<T> a) {
     const T* bh = a.bh;
 #pragma omp simd
     for (index_t j = 0; j < w; ++j) {
-      const T rr = vsigmoid((g[j] + bi[j]) + (gh[j] + bh[j]));
-      const T z = vsigmoid((g[gs + j] + bi[gs + j]) + (gh[gs + j] + bh[gs + j]));
+      T nr, dr, nz, dz, ir, iz;
+      sigmoid_parts((g[j] + bi[j]) + (gh[j] + bh[j]), &nr, &dr);
+      sigmoid_parts((g[gs + j] + bi[gs + j]) + (gh[gs + j] + bh[gs + j]), &nz, &dz);
+      inverse2(dr, dz, &ir, &iz);  // r and z with one division
+      const T rr = nr * ir, z = nz * iz;
       const T hn_lin = gh[2 * gs + j] + bh[2 * gs + j];
       const T n = vtanh(g[2 * gs + j] + bi[2 * gs + j] + rr * hn_lin);
       g[j] = rr;
@@ -167,8 +170,11 @@ NNK_INLINE void cho_fwd1_body(ChoFwd1Args<T> a) {
     const T* b = a.bias;
 #pragma omp simd
     for (index_t j = 0; j < w; ++j) {
-      const T rr = vsigmoid(g[j] + b[j]);
-      const T z = vsigmoid(g[gs + j] + b[gs + j]);
+      T nr, dr, nz, dz, ir, iz;
+      sigmoid_parts(g[j] + b[j], &nr, &dr);
+      sigmoid_parts(g[gs + j] + b[gs + j], &nz, &dz);
+      inverse2(dr, dz, &ir, &iz);
+      const T rr = nr * ir, z = nz * iz;
       g[j] = rr;
       g[gs + j] = z;
       rh[j] = rr * hp[j];
@@ -316,7 +322,8 @@ template <class T>
 struct GruWs {
   WsHeader* hdr;
   std::int64_t* lengths;
-  T* wih;    // [3H, F] (torch form: slice-permuted; cho2014: as given)
+  T* wih;    // [3H, F] (torch form: slice-permuted; cho2014: as given), B of dX
+  T* wihp;   // W_ih^T packed [F rows, 3H columns], B of the input projection
   T* whhp;   // W_hh^T packed for step_gemm (torch form: one [H, 3H] with slice-permuted columns;
              // cho2014: three [H, H], one per gate)
   T* whh;    // [3H, H] W_hh as given (backward packs its own copies from it)
@@ -334,6 +341,7 @@ GruWs<T> gru_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_hdr = b.add(64 / sizeof(T));
   const index_t o_len = b.add((d.N * 8 + sizeof(T) - 1) / sizeof(T));
   const index_t o_wih = b.add(3 * H * d.F);
+  const index_t o_wihp = b.add(packed_size(d.F, 3 * H));
   const index_t o_whhp = b.add(std::max(packed_size(H, 3 * H), 3 * packed_size(H, H)));
   const index_t o_whh = b.add(3 * H * H);
   const index_t o_bi = b.add(3 * H);
@@ -347,6 +355,7 @@ GruWs<T> gru_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.hdr = reinterpret_cast<WsHeader*>(ws + o_hdr);
   w.lengths = reinterpret_cast<std::int64_t*>(ws + o_len);
   w.wih = ws + o_wih;
+  w.wihp = ws + o_wihp;
   w.whhp = ws + o_whhp;
   w.whh = ws + o_whh;
   w.bi = ws + o_bi;
@@ -603,7 +612,6 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
                      const T* w_hh, const T* b_ih, const T* b_hh, const std::int64_t* lengths,
                      const SeqDims& d) {
   const index_t Tn = d.T, N = d.N, F = d.F, H = d.H, G3 = 3 * H, TN = Tn * N;
-  const index_t ldf = std::max<index_t>(F, 1);
   const bool cho = d.variant == 1;
   GruWs<T> w = gru_ws(ws, d);
   *w.hdr = WsHeader{kWsMagicGru, Tn, N, F, H, header_flags(d, lengths != nullptr),
@@ -614,12 +622,15 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
   const SlicePlan p = make_plan(N, H, 3, 2.0 * N * G3 * H);
   if (!cho) {
     permute_gate_rows(w.wih, w_ih, p, F);
-    pack_step_weights(w.whhp, w_hh, p);
+    pack_step_weights(w.wihp, w_ih, p, F);
+    pack_step_weights(w.whhp, w_hh, p, H);
     T* zeros = zeros_scratch<T>(G3);
     permute_gate_rows(w.bi, b_ih != nullptr ? b_ih : zeros, p, 1);
     permute_gate_rows(w.bh, b_hh != nullptr ? b_hh : zeros, p, 1);
   } else {
     if (G3 * F > 0) std::memcpy(w.wih, w_ih, static_cast<std::size_t>(G3 * F) * sizeof(T));
+    packed_zero_tail(w.wihp, F, G3);
+    pack_transposed(w.wihp, F, 0, w_ih, F, G3, F);
     for (index_t g = 0; g < 3; ++g) {
       T* bp = w.whhp + g * packed_size(H, H);
       packed_zero_tail(bp, H, H);
@@ -628,7 +639,7 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
     for (index_t j = 0; j < G3; ++j) w.bi[j] = (b_ih ? b_ih[j] : T(0)) + (b_hh ? b_hh[j] : T(0));
   }
   std::memcpy(w.whh, w_hh, static_cast<std::size_t>(G3 * H) * sizeof(T));
-  gemm<T>(false, true, TN, G3, F, T(1), x, ldf, w.wih, ldf, T(0), w.gates, G3);
+  rnn_gemm<T>(TN, G3, F, MatA<T>{x, F, 1}, packed_b(w.wihp, F), w.gates, G3, false);
 
   const SeqIndex si{Tn, N, d.batch_first};
   const index_t rn = si.rn(), ldg = rn * G3, ldh = rn * H, ldyy = rn * ldy;
@@ -660,7 +671,7 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
       const index_t row_t = si.step_row(t) + r0 * rn;
       const T* hpt = w.hprev + row_t * H;
       T* gh = static_cast<T*>(scratch_bytes(kSlotStep0, gh_bytes));
-      step_gemm<T>(rows, 3 * wd, H, hpt, ldh, w.whhp, H, 3 * u0, gh, 3 * wd, false);
+      step_gemm<T>(rows, 3 * wd, H, MatA<T>{hpt, ldh, 1}, packed_b(w.whhp, H), 3 * u0, gh, 3 * wd, false);
       GruFwdArgs<T> a{};
       a.rows = rows;
       a.w = wd;
@@ -693,8 +704,9 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
       T* gt = w.gates + row_t * G3;
       if (phase == 0) {
         // r and z blocks of this slice: gate-major layout, one GEMM per block.
-        step_gemm<T>(rows, wd, H, hpt, ldh, w.whhp, H, u0, gt + u0, ldg, true);
-        step_gemm<T>(rows, wd, H, hpt, ldh, w.whhp + packed_size(H, H), H, u0, gt + H + u0, ldg, true);
+        step_gemm<T>(rows, wd, H, MatA<T>{hpt, ldh, 1}, packed_b(w.whhp, H), u0, gt + u0, ldg, true);
+        step_gemm<T>(rows, wd, H, MatA<T>{hpt, ldh, 1}, packed_b(w.whhp + packed_size(H, H), H), u0, gt + H + u0,
+                     ldg, true);
         ChoFwd1Args<T> a{};
         a.rows = rows;
         a.w = wd;
@@ -711,8 +723,8 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
         cho_fwd1_pass(a);
       } else {
         // n block: (r*h) W_hn^T needs every slice's r*h (barrier before this phase).
-        step_gemm<T>(rows, wd, H, w.aux + row_t * H, ldh, w.whhp + 2 * packed_size(H, H), H, u0, gt + 2 * H + u0,
-                     ldg, true);
+        step_gemm<T>(rows, wd, H, MatA<T>{w.aux + row_t * H, ldh, 1}, packed_b(w.whhp + 2 * packed_size(H, H), H),
+                     u0, gt + 2 * H + u0, ldg, true);
         ChoFwd2Args<T> a{};
         a.rows = rows;
         a.w = wd;
@@ -742,7 +754,6 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
   const WsHeader hdr = *reinterpret_cast<const WsHeader*>(ws);
   const SeqDims d = dims_from_header(hdr);
   const index_t Tn = d.T, N = d.N, F = d.F, H = d.H, G3 = 3 * H, TN = Tn * N;
-  const index_t ldf = std::max<index_t>(F, 1);
   const bool cho = d.variant == 1;
   GruWs<T> w = gru_ws(ws, d);
   const std::int64_t* len = (hdr.flags & kFlagLengths) ? w.lengths : nullptr;
@@ -798,7 +809,8 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
         a.t = t;
         gru_bwd_pass(a);
       } else {
-        step_gemm<T>(rows, wd, G3, w.gates + row_t * G3, ldg, whhb, G3, u0, dh0 + r0 * H + u0, H, true);
+        step_gemm<T>(rows, wd, G3, MatA<T>{w.gates + row_t * G3, ldg, 1}, packed_b(whhb, G3), u0,
+                     dh0 + r0 * H + u0, H, true);
       }
     };
     run_steps(Tn, 2, p, step, 0x1);
@@ -831,7 +843,8 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
         },
         1);
     if (dw_ih.p != nullptr) {
-      gemm<T>(true, false, G3, F, TN, T(1), w.gates, G3, x, ldf, T(0), gwih, ldf);
+      gemm<T>(true, false, G3, F, TN, T(1), w.gates, G3, x, std::max<index_t>(F, 1), T(0), gwih,
+              std::max<index_t>(F, 1));
       unpermute_gate_rows(dw_ih.p, dw_ih.accumulate, gwih, p, F);
     }
     if (db_ih.p != nullptr) {
@@ -839,7 +852,8 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
       unpermute_gate_rows(db_ih.p, db_ih.accumulate, gbi, p, 1);
     }
     if (dx != nullptr) {
-      gemm<T>(false, false, TN, F, G3, T(1), w.gates, G3, w.wih, ldf, dx_accumulate ? T(1) : T(0), dx, ldf);
+      gemm<T>(false, false, TN, F, G3, T(1), w.gates, G3, w.wih, std::max<index_t>(F, 1),
+              dx_accumulate ? T(1) : T(0), dx, std::max<index_t>(F, 1));
     }
     w.hdr->complete = 2;
     return;
@@ -879,7 +893,7 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
       cho_bwd1_pass(a);
     } else if (phase == 1) {
       T* drh = static_cast<T*>(scratch_bytes(kSlotStep0, drh_bytes));
-      step_gemm<T>(rows, wd, H, gt + 2 * H, ldg, whhb, H, u0, drh, wd, false);
+      step_gemm<T>(rows, wd, H, MatA<T>{gt + 2 * H, ldg, 1}, packed_b(whhb, H), u0, drh, wd, false);
       ChoBwd2Args<T> a{};
       a.rows = rows;
       a.w = wd;
@@ -897,7 +911,8 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
       a.t = t;
       cho_bwd2_pass(a);
     } else {
-      step_gemm<T>(rows, wd, 2 * H, gt, ldg, whhb + nb, 2 * H, u0, dh0 + r0 * H + u0, H, true);
+      step_gemm<T>(rows, wd, 2 * H, MatA<T>{gt, ldg, 1}, packed_b(whhb + nb, 2 * H), u0, dh0 + r0 * H + u0, H,
+                   true);
     }
   };
   run_steps(Tn, 3, p, step, 0x3, drh_bytes);
@@ -909,7 +924,8 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
   }
   weight_grads_direct<T>(dw_ih, GradOut<T>{}, db_ih, db_hh, w.gates, G3, TN, G3, x, F, nullptr, H);
   if (dx != nullptr) {
-    gemm<T>(false, false, TN, F, G3, T(1), w.gates, G3, w.wih, ldf, dx_accumulate ? T(1) : T(0), dx, ldf);
+    gemm<T>(false, false, TN, F, G3, T(1), w.gates, G3, w.wih, std::max<index_t>(F, 1),
+            dx_accumulate ? T(1) : T(0), dx, std::max<index_t>(F, 1));
   }
   w.hdr->complete = 2;
 }

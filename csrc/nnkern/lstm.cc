@@ -64,10 +64,15 @@ NNK_INLINE void lstm_fwd_body(LstmFwdArgs<T> a) {
     const T* b = a.bias;
 #pragma omp simd
     for (index_t j = 0; j < w; ++j) {
-      const T i = vsigmoid(g[j] + b[j]);
-      const T f = vsigmoid(g[gs + j] + b[gs + j]);
-      const T gg = vtanh(g[2 * gs + j] + b[2 * gs + j]);
-      const T o = vsigmoid(g[3 * gs + j] + b[3 * gs + j]);
+      // Four gates with one division (inverse4), then tanh(c) with a second one.
+      T ni, di, nf, df, ng, dg, no, dn;
+      sigmoid_parts(g[j] + b[j], &ni, &di);
+      sigmoid_parts(g[gs + j] + b[gs + j], &nf, &df);
+      tanh_parts(g[2 * gs + j] + b[2 * gs + j], &ng, &dg);
+      sigmoid_parts(g[3 * gs + j] + b[3 * gs + j], &no, &dn);
+      T ri, rf, rg, ro;
+      inverse4(di, df, dg, dn, &ri, &rf, &rg, &ro);
+      const T i = ni * ri, f = nf * rf, gg = ng * rg, o = no * ro;
       const T c = f * cp[j] + i * gg;
       const T th = vtanh(c);
       g[j] = i;
@@ -157,7 +162,8 @@ template <class T>
 struct LstmWs {
   WsHeader* hdr;
   std::int64_t* lengths;
-  T* wih;    // [4H, F] slice-permuted
+  T* wih;    // [4H, F] slice-permuted (B of dX = dG W_ih')
+  T* wihp;   // W_ih'^T packed: [F rows, 4H columns] (B of the input projection)
   T* whhp;   // W_hh'^T packed for step_gemm: [H rows, 4H columns] (slice-permuted columns)
   T* whh;    // [4H, H] W_hh as given (backward packs its own copy from it)
   T* bias;   // [4H] b_ih + b_hh, slice-permuted
@@ -174,6 +180,7 @@ LstmWs<T> lstm_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_hdr = b.add(64 / sizeof(T));
   const index_t o_len = b.add((d.N * 8 + sizeof(T) - 1) / sizeof(T));
   const index_t o_wih = b.add(4 * H * d.F);
+  const index_t o_wihp = b.add(packed_size(d.F, 4 * H));
   const index_t o_whhp = b.add(packed_size(H, 4 * H));
   const index_t o_whh = b.add(4 * H * H);
   const index_t o_b = b.add(4 * H);
@@ -187,6 +194,7 @@ LstmWs<T> lstm_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.hdr = reinterpret_cast<WsHeader*>(ws + o_hdr);
   w.lengths = reinterpret_cast<std::int64_t*>(ws + o_len);
   w.wih = ws + o_wih;
+  w.wihp = ws + o_wihp;
   w.whhp = ws + o_whhp;
   w.whh = ws + o_whh;
   w.bias = ws + o_b;
@@ -313,7 +321,8 @@ void lstm_seq_forward(T* y, index_t ldy, T* h_n, T* c_n, T* ws, const T* x, cons
 
   const SlicePlan p = make_plan(N, H, 4, 2.0 * N * GH * H);
   permute_gate_rows(w.wih, w_ih, p, F);
-  pack_step_weights(w.whhp, w_hh, p);
+  pack_step_weights(w.wihp, w_ih, p, F);
+  pack_step_weights(w.whhp, w_hh, p, H);
   std::memcpy(w.whh, w_hh, static_cast<std::size_t>(GH * H) * sizeof(T));
   {
     T* b = scratch<T>(kSlotBias, std::max<index_t>(GH, 1));
@@ -321,8 +330,7 @@ void lstm_seq_forward(T* y, index_t ldy, T* h_n, T* c_n, T* ws, const T* x, cons
     permute_gate_rows(w.bias, b, p, 1);
   }
   // Input projection of every step at once.
-  gemm<T>(false, true, TN, GH, F, T(1), x, std::max<index_t>(F, 1), w.wih, std::max<index_t>(F, 1), T(0),
-          w.gates, GH);
+  rnn_gemm<T>(TN, GH, F, MatA<T>{x, F, 1}, packed_b(w.wihp, F), w.gates, GH, false);
 
   const SeqIndex si{Tn, N, d.batch_first};
   const index_t rn = si.rn(), ldg = rn * GH, ldh = rn * H, ldyy = rn * ldy;
@@ -346,7 +354,7 @@ void lstm_seq_forward(T* y, index_t ldy, T* h_n, T* c_n, T* ws, const T* x, cons
     T* gt = w.gates + row_t * GH + 4 * u0;
     const T* hpt = w.hprev + row_t * H;
     // This item's gates += h_{t-1} W_hh'^T (its slice's 4 gate blocks are contiguous columns).
-    step_gemm<T>(rows, 4 * wd, H, hpt, ldh, w.whhp, H, 4 * u0, gt, ldg, true);
+    step_gemm<T>(rows, 4 * wd, H, MatA<T>{hpt, ldh, 1}, packed_b(w.whhp, H), 4 * u0, gt, ldg, true);
     LstmFwdArgs<T> a{};
     a.rows = rows;
     a.w = wd;
@@ -431,7 +439,8 @@ void lstm_seq_backward(T* dx, bool dx_accumulate, T* dh0, T* dc0, GradOut<T> dw_
       lstm_bwd_pass(a);
     } else {
       // dh_{t-1}[rows, slice] += dG_t[rows, :] W_hh'[:, slice]  (needs every slice's dG: barrier)
-      step_gemm<T>(rows, wd, GH, w.gates + row_t * GH, ldg, whhb, GH, u0, dh0 + r0 * H + u0, H, true);
+      step_gemm<T>(rows, wd, GH, MatA<T>{w.gates + row_t * GH, ldg, 1}, packed_b(whhb, GH), u0, dh0 + r0 * H + u0,
+                   H, true);
     }
   };
   run_steps(Tn, 2, p, step, 0x1);

@@ -131,7 +131,8 @@ template <class T>
 struct RnnWs {
   WsHeader* hdr;
   std::int64_t* lengths;
-  T* wih;    // [H, F]
+  T* wih;    // [H, F] (B of dX)
+  T* wihp;   // W_ih^T packed [F, H] (B of the input projection)
   T* whhp;   // W_hh^T packed for step_gemm [H, H]
   T* whh;    // [H, H] W_hh as given
   T* bias;   // [H] b_ih + b_hh
@@ -146,6 +147,7 @@ RnnWs<T> rnn_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_hdr = b.add(64 / sizeof(T));
   const index_t o_len = b.add((d.N * 8 + sizeof(T) - 1) / sizeof(T));
   const index_t o_wih = b.add(H * d.F);
+  const index_t o_wihp = b.add(packed_size(d.F, H));
   const index_t o_whhp = b.add(packed_size(H, H));
   const index_t o_whh = b.add(H * H);
   const index_t o_b = b.add(H);
@@ -157,6 +159,7 @@ RnnWs<T> rnn_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.hdr = reinterpret_cast<WsHeader*>(ws + o_hdr);
   w.lengths = reinterpret_cast<std::int64_t*>(ws + o_len);
   w.wih = ws + o_wih;
+  w.wihp = ws + o_wihp;
   w.whhp = ws + o_whhp;
   w.whh = ws + o_whh;
   w.bias = ws + o_b;
@@ -249,7 +252,6 @@ void rnn_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
                      const T* w_hh, const T* b_ih, const T* b_hh, const std::int64_t* lengths,
                      const SeqDims& d) {
   const index_t Tn = d.T, N = d.N, F = d.F, H = d.H, TN = Tn * N;
-  const index_t ldf = std::max<index_t>(F, 1);
   const bool relu = d.variant == 1;
   RnnWs<T> w = rnn_ws(ws, d);
   *w.hdr = WsHeader{kWsMagicRnn, Tn, N, F, H, header_flags(d, lengths != nullptr),
@@ -260,8 +262,10 @@ void rnn_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
   std::memcpy(w.whh, w_hh, static_cast<std::size_t>(H * H) * sizeof(T));
   packed_zero_tail(w.whhp, H, H);
   pack_transposed(w.whhp, H, 0, w_hh, H, H, H);
+  packed_zero_tail(w.wihp, F, H);
+  pack_transposed(w.wihp, F, 0, w_ih, F, H, F);
   for (index_t j = 0; j < H; ++j) w.bias[j] = (b_ih ? b_ih[j] : T(0)) + (b_hh ? b_hh[j] : T(0));
-  gemm<T>(false, true, TN, H, F, T(1), x, ldf, w.wih, ldf, T(0), w.gates, H);
+  rnn_gemm<T>(TN, H, F, MatA<T>{x, F, 1}, packed_b(w.wihp, F), w.gates, H, false);
 
   const SlicePlan p = make_plan(N, H, 1, 2.0 * N * H * H);
   const SeqIndex si{Tn, N, d.batch_first};
@@ -280,7 +284,7 @@ void rnn_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
     const index_t row_t = si.step_row(t) + r0 * rn;
     const T* hpt = w.hprev + row_t * H;
     T* gt = w.gates + row_t * H + u0;
-    step_gemm<T>(rows, wd, H, hpt, ldh, w.whhp, H, u0, gt, ldh, true);
+    step_gemm<T>(rows, wd, H, MatA<T>{hpt, ldh, 1}, packed_b(w.whhp, H), u0, gt, ldh, true);
     RnnFwdArgs<T> a{};
     a.rows = rows;
     a.w = wd;
@@ -315,7 +319,6 @@ void rnn_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
   const WsHeader hdr = *reinterpret_cast<const WsHeader*>(ws);
   const SeqDims d = dims_from_header(hdr);
   const index_t Tn = d.T, N = d.N, F = d.F, H = d.H, TN = Tn * N;
-  const index_t ldf = std::max<index_t>(F, 1);
   const bool relu = d.variant == 1;
   RnnWs<T> w = rnn_ws(ws, d);
   const std::int64_t* len = (hdr.flags & kFlagLengths) ? w.lengths : nullptr;
@@ -350,13 +353,15 @@ void rnn_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
       a.relu = relu;
       rnn_bwd_pass(a);
     } else {
-      step_gemm<T>(rows, wd, H, w.gates + row_t * H, ldh, whhb, H, u0, dh0 + r0 * H + u0, H, true);
+      step_gemm<T>(rows, wd, H, MatA<T>{w.gates + row_t * H, ldh, 1}, packed_b(whhb, H), u0, dh0 + r0 * H + u0, H,
+                   true);
     }
   };
   run_steps(Tn, 2, p, step, 0x1);
   weight_grads_direct(dw_ih, dw_hh, db_ih, db_hh, w.gates, H, TN, H, x, F, w.hprev, H);
   if (dx != nullptr) {
-    gemm<T>(false, false, TN, F, H, T(1), w.gates, H, w.wih, ldf, dx_accumulate ? T(1) : T(0), dx, ldf);
+    gemm<T>(false, false, TN, F, H, T(1), w.gates, H, w.wih, std::max<index_t>(F, 1), dx_accumulate ? T(1) : T(0),
+            dx, std::max<index_t>(F, 1));
   }
   w.hdr->complete = 2;
 }

@@ -149,24 +149,62 @@ NNK_INLINE T vexpm1_nonneg(T y) {
   return scale * expm1_reduced(r) + (scale - T(1));
 }
 
-// 1 / (1 + e^-x), evaluated as 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0 with
-// e = e^-|x| <= 1: no overflow, and full relative accuracy for large negative x.
+// sigmoid(x) = num / den with den = 1 + e, e = e^-|x| <= 1, num = 1 (x >= 0) or e (x < 0): no
+// overflow, and full relative accuracy for large negative x. den is in [1, 2].
 template <class T>
-NNK_INLINE T vsigmoid(T x) {
+NNK_INLINE void sigmoid_parts(T x, T* num, T* den) {
   const T a = x < T(0) ? x : -x;  // -|x|, NaN stays NaN
   const T e = vexp_nonpos(a);
-  const T num = x < T(0) ? e : T(1);
-  return num / (T(1) + e);
+  *num = x < T(0) ? e : T(1);
+  *den = T(1) + e;
 }
 
-// tanh(x) = sign(x) * E / (E + 2) with E = expm1(2|x|): accurate near 0 (no cancellation).
+// tanh(x) = num / den = sign(x) E / (E + 2) with E = expm1(2|x|): accurate near 0 (no
+// cancellation). den is in [2, e^(2 kTanhClamp) + 1].
 template <class T>
-NNK_INLINE T vtanh(T x) {
+NNK_INLINE void tanh_parts(T x, T* num, T* den) {
   using C = MathConst<T>;
   T a = std::fabs(x);
   a = a > C::kTanhClamp ? C::kTanhClamp : a;  // keeps NaN
   const T e = vexpm1_nonneg(a + a);
-  return std::copysign(e / (e + T(2)), x);
+  *num = std::copysign(e, x);
+  *den = e + T(2);
+}
+
+template <class T>
+NNK_INLINE T vsigmoid(T x) {
+  T n, d;
+  sigmoid_parts(x, &n, &d);
+  return n / d;
+}
+
+template <class T>
+NNK_INLINE T vtanh(T x) {
+  T n, d;
+  tanh_parts(x, &n, &d);
+  return n / d;
+}
+
+// 1/a, 1/b from one division: r = 1/(ab), 1/a = r b, 1/b = r a (division is the slowest vector
+// operation in the gate passes; each result gains at most ~1 ulp). Needs ab finite: the callers
+// pass the bounded denominators above.
+template <class T>
+NNK_INLINE void inverse2(T a, T b, T* ia, T* ib) {
+  const T r = T(1) / (a * b);
+  *ia = r * b;
+  *ib = r * a;
+}
+
+// 1/a .. 1/d from one division (products stay below ~1e10 for float with the bounds above).
+template <class T>
+NNK_INLINE void inverse4(T a, T b, T c, T d, T* ia, T* ib, T* ic, T* id) {
+  const T ab = a * b, cd = c * d;
+  const T r = T(1) / (ab * cd);
+  const T iab = r * cd, icd = r * ab;
+  *ia = iab * b;
+  *ib = iab * a;
+  *ic = icd * d;
+  *id = icd * c;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -251,15 +289,16 @@ void permute_gate_rows(T* dst, const T* src, const SlicePlan& p, index_t cols) {
   }
 }
 
-// W_hh [G*H, H] (gate-major, as given) packed for the forward step GEMM: B = W_hh'^T with Kp = H
-// rows and G*H slice-permuted columns (a slice's gate blocks are consecutive columns).
+// A weight W [G*H, K] (gate-major, as given: W_ih with K = F or W_hh with K = H) packed as the B
+// operand of x W'^T: Kp = K rows and G*H slice-permuted columns (a slice's gate blocks are
+// consecutive columns).
 template <class T>
-void pack_step_weights(T* Bp, const T* w_hh, const SlicePlan& p) {
+void pack_step_weights(T* Bp, const T* w, const SlicePlan& p, index_t K) {
   const index_t GH = p.G * p.H;
-  packed_zero_tail(Bp, p.H, GH);
+  packed_zero_tail(Bp, K, GH);
   for (index_t s = 0; s < p.S; ++s) {
     for (index_t g = 0; g < p.G; ++g) {
-      pack_transposed(Bp, p.H, p.perm_row(s, g), w_hh + (g * p.H + p.u0(s)) * p.H, p.H, p.width(s), p.H);
+      pack_transposed(Bp, K, p.perm_row(s, g), w + (g * p.H + p.u0(s)) * K, K, p.width(s), K);
     }
   }
 }
@@ -438,6 +477,8 @@ void run_steps(index_t steps, int phases, const SlicePlan& p, Fn&& fn, unsigned 
 template <class T>
 void weight_grads_direct(GradOut<T> dw_ih, GradOut<T> dw_hh, GradOut<T> db_ih, GradOut<T> db_hh, const T* dG,
                          index_t ldg, index_t M, index_t GH, const T* X, index_t F, const T* Hp, index_t H) {
+  // Large products with a long K (all steps): OpenBLAS's packed blocking does them best (rnn_gemm
+  // reads a transposed A straight from memory, ~2x slower here).
   const index_t ldf = std::max<index_t>(F, 1);
   if (dw_ih.p != nullptr) {
     gemm<T>(true, false, GH, F, M, T(1), dG, ldg, X, ldf, dw_ih.accumulate ? T(1) : T(0), dw_ih.p, ldf);

@@ -1,27 +1,32 @@
-// A register-blocked GEMM for the recurrent step products, C[M,N] (+)= A[M,K] B[K,N], with B
-// pre-packed once per sequence call.
+// The GEMM of the recurrent sequence kernels: C[M,N] (+)= A[M,K] B[K,N], register-blocked, with
+// A read through strides (so A can be a transposed view, e.g. dG^T for weight gradients) and B
+// either row-major or pre-packed in column panels.
 //
 // Why not OpenBLAS here: each time step multiplies the same weight block again (35 times per
-// sequence in the benchmarks), and OpenBLAS re-packs both operands on every call; for these
+// sequence in the benchmarks) and OpenBLAS re-packs both operands on every call; for these
 // mid-sized products (e.g. 64 x 256 x 256 per work item) the packing and call overhead cost
-// 20-40% against oneDNN's LSTM. Large one-off products (input projection, weight gradients) stay
-// with gemm.h.
+// 20-40% against oneDNN's LSTM (measured here: ~120 vs ~90 GFLOP/s per core). The input
+// projection (K = input_size, B = the packed W_ih) also runs here: it writes C without OpenBLAS's
+// separate zeroing pass. The backward products with a long K (dW = dG^T X over all steps, dX)
+// stay with gemm.h: this kernel does not pack A, and OpenBLAS's full blocking wins there (~2x).
 //
-// Packed B ("panels"): the columns are cut into panels of kPanel = 64 columns; panel q holds rows
-// k = 0..Kp-1 of its 64 columns, one contiguous 64-element row per k (zero beyond the last column).
-// A step's work item reads whole rows of consecutive panels: contiguous memory, few TLB pages.
+// Packed B ("panels"): the columns are cut into panels of kPanel = 64 columns; panel q holds
+// rows k = 0..Kp-1 of its 64 columns, one contiguous 64-element row per k (zero beyond the last
+// column). A row-major B is the same thing with panel stride 64 and row stride ldb.
 //
-// Kernel: the output is cut into MR x (NP*VW) tiles held in registers for the whole K loop; per k
-// it loads NP vectors of B and broadcasts MR elements of A. The vector width VW follows the ISA
-// (GCC vector extensions: AVX-512 16 floats, AVX2 8, SSE 4) and so do MR/NP (register budget).
-// The summation order over k is fixed (blocks of kKBlock, each 0..kc-1, added to C in order), so
-// results depend on the shape and the ISA level only, never on the thread count.
+// Kernel: the output is cut into MR x (NP*VW) tiles held in registers over a K block of kKBlock
+// rows; per k it loads NP vectors of B and broadcasts MR elements of A. The vector width VW
+// follows the ISA (GCC vector extensions: AVX-512 16 floats, AVX2 8, SSE 4) and so do MR/NP
+// (register budget). Every output element sees the same operation sequence whichever tile
+// computes it (acc = 0; acc += a*b for k in its block in order; C += acc block by block), so
+// results depend on the shape and the ISA level only, never on how rows are split over threads.
 #pragma once
 
 #include <algorithm>
 #include <cstring>
 
 #include "nnkern/common.h"
+#include "nnkern/parallel.h"
 #include "nnkern/simd.h"
 
 // The vector helpers below are always inlined into ISA-specific functions, so the vector-return
@@ -33,6 +38,35 @@ namespace nnkern {
 namespace rnn {
 
 constexpr index_t kPanel = 64;
+// K block: a panel's block (kKBlock x 64, 32 KiB in float) stays in L1 while every row tile
+// streams past it; without the cut B is re-read from L2 for each row tile and the loads, not the
+// FMAs, set the pace (measured ~95 vs ~125 GFLOP/s per core on 64 x 256 x 256).
+constexpr index_t kKBlock = 128;
+
+// A(i, k) = p[i * si + k * sk]: row-major A has (lda, 1); a transposed view of a row-major X has
+// (1, ldx).
+template <class T>
+struct MatA {
+  const T* p;
+  index_t si, sk;
+};
+
+// B(k, j) = p[(j / kPanel) * pstride + k * ldk + j % kPanel].
+template <class T>
+struct MatB {
+  const T* p;
+  index_t ldk, pstride;
+};
+
+template <class T>
+inline MatB<T> packed_b(const T* Bp, index_t Kp) {
+  return MatB<T>{Bp, kPanel, Kp * kPanel};
+}
+
+template <class T>
+inline MatB<T> rowmajor_b(const T* B, index_t ldb) {
+  return MatB<T>{B, ldb, kPanel};
+}
 
 // Elements of a packed B with Kp rows and N columns.
 inline index_t packed_size(index_t Kp, index_t N) { return (N + kPanel - 1) / kPanel * kPanel * Kp; }
@@ -52,7 +86,7 @@ void packed_zero_tail(T* Bp, index_t Kp, index_t N) {
   for (index_t k = 0; k < Kp; ++k) std::fill(panel + k * kPanel + w, panel + (k + 1) * kPanel, T(0));
 }
 
-// B(k, n0 + n) = src[k * lds + n] for k < rows, n < cols (rows k0.. of B; whole-row copies).
+// B(k0 + k, n0 + n) = src[k * lds + n] for k < rows, n < cols (whole-row copies).
 template <class T>
 void pack_rows(T* Bp, index_t Kp, index_t k0, index_t n0, const T* src, index_t lds, index_t rows, index_t cols) {
   for (index_t k = 0; k < rows; ++k) {
@@ -76,7 +110,12 @@ void pack_transposed(T* Bp, index_t Kp, index_t n0, const T* src, index_t lds, i
     for (index_t c0 = 0; c0 < cols_k; c0 += B) {
       const index_t c1 = std::min(cols_k, c0 + B);
       for (index_t k = c0; k < c1; ++k) {
-        for (index_t n = r0; n < r1; ++n) *packed_at(Bp, Kp, k, n0 + n) = src[n * lds + k];
+        T* dst = packed_at(Bp, Kp, k, n0 + r0);  // n0 + r0 .. n0 + r1 - 1 may cross a panel edge
+        if ((n0 + r0) / kPanel == (n0 + r1 - 1) / kPanel) {
+          for (index_t n = r0; n < r1; ++n) dst[n - r0] = src[n * lds + k];
+        } else {
+          for (index_t n = r0; n < r1; ++n) *packed_at(Bp, Kp, k, n0 + n) = src[n * lds + k];
+        }
       }
     }
   }
@@ -101,9 +140,9 @@ NNK_INLINE void store_v(T* p, V v) {
   __builtin_memcpy(p, &v, sizeof(V));
 }
 
-// One MR x (NP*VW) tile over the full K, accumulators in registers. B rows are ldb apart.
+// One MR x (NP*VW) tile over K rows of B (ldk apart), accumulators in registers.
 template <class T, int VB, int MR, int NP>
-NNK_INLINE void tile(index_t K, const T* A, index_t lda, const T* B, index_t ldb, T* C, index_t ldc,
+NNK_INLINE void tile(index_t K, const T* A, index_t si, index_t sk, const T* B, index_t ldk, T* C, index_t ldc,
                      bool accumulate) {
   using V = typename Vec<T, VB>::type;
   constexpr int VW = VB / static_cast<int>(sizeof(T));
@@ -114,13 +153,14 @@ NNK_INLINE void tile(index_t K, const T* A, index_t lda, const T* B, index_t ldb
     for (int p = 0; p < NP; ++p) acc[i][p] = V{};
   }
   for (index_t k = 0; k < K; ++k) {
-    const T* bk = B + k * ldb;
+    const T* bk = B + k * ldk;
+    const T* ak = A + k * sk;
     V b[NP];
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p) b[p] = load_v<V>(bk + p * VW);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const T a = A[i * lda + k];  // a scalar times a vector: broadcast
+      const T a = ak[i * si];  // a scalar times a vector: broadcast
 #pragma GCC unroll 8
       for (int p = 0; p < NP; ++p) acc[i][p] += a * b[p];
     }
@@ -133,56 +173,52 @@ NNK_INLINE void tile(index_t K, const T* A, index_t lda, const T* B, index_t ldb
   }
 }
 
-// Rows in tiles of MR, then of 4, then one by one (same k order for every row).
+// Rows in tiles of MR, then of 4, then one by one.
 template <class T, int VB, int MR, int NP>
-NNK_INLINE void column_block(index_t M, index_t K, const T* A, index_t lda, const T* B, index_t ldb, T* C,
+NNK_INLINE void column_block(index_t M, index_t K, const T* A, index_t si, index_t sk, const T* B, index_t ldk, T* C,
                              index_t ldc, bool accumulate) {
   index_t i0 = 0;
-  for (; i0 + MR <= M; i0 += MR) tile<T, VB, MR, NP>(K, A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, accumulate);
+  for (; i0 + MR <= M; i0 += MR) tile<T, VB, MR, NP>(K, A + i0 * si, si, sk, B, ldk, C + i0 * ldc, ldc, accumulate);
   if (MR > 4) {
-    for (; i0 + 4 <= M; i0 += 4) tile<T, VB, 4, NP>(K, A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, accumulate);
+    for (; i0 + 4 <= M; i0 += 4) tile<T, VB, 4, NP>(K, A + i0 * si, si, sk, B, ldk, C + i0 * ldc, ldc, accumulate);
   }
-  for (; i0 < M; ++i0) tile<T, VB, 1, NP>(K, A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, accumulate);
+  for (; i0 < M; ++i0) tile<T, VB, 1, NP>(K, A + i0 * si, si, sk, B, ldk, C + i0 * ldc, ldc, accumulate);
 }
 
-// One panel: `cols` <= kPanel columns, B rows kPanel apart.
+// One panel: `cols` <= kPanel columns.
 template <class T, int VB, int MR, int NP>
-NNK_INLINE void panel_body(index_t M, index_t cols, index_t K, const T* A, index_t lda, const T* B, T* C,
-                           index_t ldc, bool accumulate) {
+NNK_INLINE void panel_body(index_t M, index_t cols, index_t K, const T* A, index_t si, index_t sk, const T* B,
+                           index_t ldk, T* C, index_t ldc, bool accumulate) {
   constexpr index_t VW = VB / static_cast<index_t>(sizeof(T));
   index_t j0 = 0;
   for (; j0 + NP * VW <= cols; j0 += NP * VW) {
-    column_block<T, VB, MR, NP>(M, K, A, lda, B + j0, kPanel, C + j0, ldc, accumulate);
+    column_block<T, VB, MR, NP>(M, K, A, si, sk, B + j0, ldk, C + j0, ldc, accumulate);
   }
-  for (; j0 + VW <= cols; j0 += VW) column_block<T, VB, MR, 1>(M, K, A, lda, B + j0, kPanel, C + j0, ldc, accumulate);
-  // Fewer than VW columns left (a narrow last slice): plain loops, same k order.
+  for (; j0 + VW <= cols; j0 += VW) column_block<T, VB, MR, 1>(M, K, A, si, sk, B + j0, ldk, C + j0, ldc, accumulate);
+  // Fewer than VW columns left (a narrow last slice): the same sequence per element, scalar.
   for (index_t i = 0; i < M && j0 < cols; ++i) {
     for (index_t j = j0; j < cols; ++j) {
       T sum = T(0);
-      for (index_t k = 0; k < K; ++k) sum += A[i * lda + k] * B[k * kPanel + j];
+      for (index_t k = 0; k < K; ++k) sum += A[i * si + k * sk] * B[k * ldk + j];
       C[i * ldc + j] = accumulate ? C[i * ldc + j] + sum : sum;
     }
   }
 }
 
-// K is cut into blocks of kKBlock rows: a panel's block (kKBlock x 64, 32 KiB in float) stays in
-// L1 while every row tile streams past it; without the cut the panel is re-read from L2 for each
-// row tile and the loads, not the FMAs, set the pace (measured: ~95 vs ~125 GFLOP/s per core).
-constexpr index_t kKBlock = 128;
-
 template <class T, int VB, int MR, int NP>
-NNK_INLINE void gemm_body(index_t M, index_t N, index_t K, const T* A, index_t lda, const T* Bp, index_t Kp,
-                          index_t col0, T* C, index_t ldc, bool accumulate) {
+NNK_INLINE void gemm_body(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk, const T* B,
+                          index_t ldk, index_t pstride, index_t col0, T* C, index_t ldc, bool accumulate) {
   for (index_t j0 = 0; j0 < N; j0 += kPanel) {
-    const T* panel = Bp + (col0 + j0) / kPanel * Kp * kPanel;
+    const T* panel = B + (col0 + j0) / kPanel * pstride;
     const index_t cols = std::min(kPanel, N - j0);
     if (K <= 0) {
-      panel_body<T, VB, MR, NP>(M, cols, 0, A, lda, panel, C + j0, ldc, accumulate);
+      panel_body<T, VB, MR, NP>(M, cols, 0, A, si, sk, panel, ldk, C + j0, ldc, accumulate);
       continue;
     }
     for (index_t k0 = 0; k0 < K; k0 += kKBlock) {
       const index_t kc = std::min(kKBlock, K - k0);
-      panel_body<T, VB, MR, NP>(M, cols, kc, A + k0, lda, panel + k0 * kPanel, C + j0, ldc, accumulate || k0 > 0);
+      panel_body<T, VB, MR, NP>(M, cols, kc, A + k0 * sk, si, sk, panel + k0 * ldk, ldk, C + j0, ldc,
+                                accumulate || k0 > 0);
     }
   }
 }
@@ -190,40 +226,61 @@ NNK_INLINE void gemm_body(index_t M, index_t N, index_t K, const T* A, index_t l
 // Per ISA: AVX-512 has 32 vector registers (24 accumulators of 16 floats: 6 rows x 64 columns),
 // AVX2 and SSE 16 (8 accumulators).
 template <class T>
-NNK_TARGET_AVX512 __attribute__((noinline)) void gemm_avx512(index_t M, index_t N, index_t K, const T* A,
-                                                             index_t lda, const T* Bp, index_t Kp, index_t col0,
-                                                             T* C, index_t ldc, bool acc) {
-  gemm_body<T, 64, 6, 4>(M, N, K, A, lda, Bp, Kp, col0, C, ldc, acc);
+NNK_TARGET_AVX512 __attribute__((noinline)) void gemm_avx512(index_t M, index_t N, index_t K, const T* A, index_t si,
+                                                             index_t sk, const T* B, index_t ldk, index_t ps,
+                                                             index_t col0, T* C, index_t ldc, bool acc) {
+  gemm_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
 }
 
 template <class T>
-NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_avx2(index_t M, index_t N, index_t K, const T* A,
-                                                         index_t lda, const T* Bp, index_t Kp, index_t col0, T* C,
-                                                         index_t ldc, bool acc) {
-  gemm_body<T, 32, 4, 2>(M, N, K, A, lda, Bp, Kp, col0, C, ldc, acc);
+NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_avx2(index_t M, index_t N, index_t K, const T* A, index_t si,
+                                                         index_t sk, const T* B, index_t ldk, index_t ps,
+                                                         index_t col0, T* C, index_t ldc, bool acc) {
+  gemm_body<T, 32, 4, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
 }
 
 template <class T>
-__attribute__((noinline)) void gemm_baseline(index_t M, index_t N, index_t K, const T* A, index_t lda,
-                                             const T* Bp, index_t Kp, index_t col0, T* C, index_t ldc, bool acc) {
-  gemm_body<T, 16, 4, 2>(M, N, K, A, lda, Bp, Kp, col0, C, ldc, acc);
+__attribute__((noinline)) void gemm_baseline(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk,
+                                             const T* B, index_t ldk, index_t ps, index_t col0, T* C, index_t ldc,
+                                             bool acc) {
+  gemm_body<T, 16, 4, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
 }
 
 }  // namespace sgemm_detail
 
-// C[M,N] = (accumulate ? C : 0) + A[M,K] B[K, col0:col0+N]; A and C row-major (lda, ldc), B packed
-// with Kp >= K rows (only rows 0..K-1 are used), col0 a multiple of kPanel. Serial: call it from
-// inside parallel regions, one call per work item.
+// C[M,N] = (accumulate ? C : 0) + A[M,K] B[K, col0:col0+N], C row-major (ldc); col0 a multiple
+// of kPanel. Serial: call it from inside parallel regions, one call per work item.
 template <class T>
-inline void step_gemm(index_t M, index_t N, index_t K, const T* A, index_t lda, const T* Bp, index_t Kp,
-                      index_t col0, T* C, index_t ldc, bool accumulate) {
-  NNK_ASSERT(col0 % kPanel == 0 && K <= Kp);
+inline void step_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, index_t col0, T* C, index_t ldc,
+                      bool accumulate) {
+  NNK_ASSERT(col0 % kPanel == 0);
   if (M <= 0 || N <= 0) return;
   switch (simd::level()) {
-    case simd::kAvx512: sgemm_detail::gemm_avx512<T>(M, N, K, A, lda, Bp, Kp, col0, C, ldc, accumulate); break;
-    case simd::kAvx2: sgemm_detail::gemm_avx2<T>(M, N, K, A, lda, Bp, Kp, col0, C, ldc, accumulate); break;
-    default: sgemm_detail::gemm_baseline<T>(M, N, K, A, lda, Bp, Kp, col0, C, ldc, accumulate); break;
+    case simd::kAvx512:
+      sgemm_detail::gemm_avx512<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate);
+      break;
+    case simd::kAvx2:
+      sgemm_detail::gemm_avx2<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate);
+      break;
+    default:
+      sgemm_detail::gemm_baseline<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate);
+      break;
   }
+}
+
+// The same over nnkern's threads, rows split into blocks (bitwise equal for any split, see top).
+template <class T>
+void rnn_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, T* C, index_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  const double flops = 2.0 * static_cast<double>(M) * N * (K > 0 ? K : 1);
+  // ~4 MFLOP per thread before splitting; blocks of 96 rows (16 tiles of 6) at least.
+  const index_t min_rows = std::max<index_t>(96, static_cast<index_t>(4.0e6 / (flops / M)));
+  parallel_for(
+      M, min_rows,
+      [&](index_t r0, index_t r1) {
+        step_gemm<T>(r1 - r0, N, K, MatA<T>{A.p + r0 * A.si, A.si, A.sk}, B, 0, C + r0 * ldc, ldc, accumulate);
+      },
+      96);
 }
 
 }  // namespace rnn
