@@ -278,7 +278,12 @@ void rnn_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, T* C, index
   parallel_for(
       M, min_rows,
       [&](index_t r0, index_t r1) {
-        step_gemm<T>(r1 - r0, N, K, MatA<T>{A.p + r0 * A.si, A.si, A.sk}, B, 0, C + r0 * ldc, ldc, accumulate);
+        // Row blocks of 96: a block's C rows stay in cache while every panel of B passes over
+        // them (C is written once, not once per panel).
+        for (index_t b0 = r0; b0 < r1; b0 += 96) {
+          const index_t rows = std::min<index_t>(96, r1 - b0);
+          step_gemm<T>(rows, N, K, MatA<T>{A.p + b0 * A.si, A.si, A.sk}, B, 0, C + b0 * ldc, ldc, accumulate);
+        }
       },
       96);
 }
