@@ -253,3 +253,21 @@ def test_nan_stays_in_its_row(rng, kind, opt):
     p["x"][2, 1] = np.inf
     out = fwd(nk, kind, opt, p)
     assert np.isfinite(out[0][[0, 1, 3]]).all()
+
+
+@pytest.mark.parametrize("kind,opt", CELLS, ids=CELL_IDS)
+def test_fast_and_general_paths_agree(rng, kind, opt):
+    """Unusual inputs (non-contiguous, Fortran-ordered) take the general path: same results."""
+    N, F, H = 4, 6, 5
+    p = make(rng, kind, N, F, H, np.float64)
+    fast = fwd(nk, kind, opt, p)
+    q = dict(p)
+    q["x"] = np.asfortranarray(p["x"])
+    q["w_hh"] = np.asfortranarray(p["w_hh"])
+    q["h0"] = np.repeat(p["h0"], 2, axis=1)[:, ::2]
+    general = fwd(nk, kind, opt, q)
+    for a, b in zip(fast, general):
+        np.testing.assert_array_equal(a, b)
+    dh1 = rng.standard_normal((N, H))
+    for a, b in zip(bwd(nk, kind, opt, p, fast[-1], dh1), bwd(nk, kind, opt, q, general[-1].copy(order="F"), dh1)):
+        np.testing.assert_array_equal(a, b)

@@ -199,3 +199,24 @@ def test_layer_errors(cls):
     if cls is nk.nn.GRU:
         with pytest.raises(ValueError, match="variant must be 'torch' or 'cho2014'"):
             cls(3, 4, variant="cuDNN")
+
+
+def test_cell_argument_parsing():
+    a = lstm_args()
+    args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])
+    ref = nk.lstm_cell(*args)
+    kw = nk.lstm_cell(x=a["x"], h0=a["h0"], c0=a["c0"], w_ih=a["w_ih"], w_hh=a["w_hh"], b_hh=a["b_hh"], b_ih=a["b_ih"])
+    for r, k in zip(ref, kw):
+        np.testing.assert_array_equal(r, k)
+    with pytest.raises(TypeError, match=r"lstm_cell\(\) got an unexpected keyword argument 'bias'"):
+        nk.lstm_cell(*args[:5], bias=None)
+    with pytest.raises(TypeError, match=r"lstm_cell\(\) takes at most 7 positional arguments \(8 given\)"):
+        nk.lstm_cell(*args, None)
+    with pytest.raises(TypeError, match=r"lstm_cell\(\) missing required argument 'w_hh'"):
+        nk.lstm_cell(*args[:4])
+    with pytest.raises(TypeError, match=r"lstm_cell\(\) got multiple values for argument 'x'"):
+        nk.lstm_cell(*args, x=a["x"])
+    with pytest.raises(TypeError, match=r"lstm_cell_backward\(\) missing required argument 'c0'"):
+        nk.lstm_cell_backward(None, None, ref[2], a["x"], a["h0"])
+    with pytest.raises(TypeError, match=r"gru_cell_backward\(\) got an unexpected keyword argument 'out'"):
+        nk.gru_cell_backward(None, None, None, None, None, None, out=None)
