@@ -326,7 +326,6 @@ struct GruWs {
   T* wihp;   // W_ih^T packed [F rows, 3H columns], B of the input projection
   T* whhp;   // W_hh^T packed for step_gemm (torch form: one [H, 3H] with slice-permuted columns;
              // cho2014: three [H, H], one per gate)
-  T* whh;    // [3H, H] W_hh as given (backward packs its own copies from it)
   T* bi;     // [3H] b_ih (cho2014: b_ih + b_hh)
   T* bh;     // [3H] b_hh (torch form only)
   T* gates;  // [TN, 3H] r, z, n (forward); gate gradients (after backward)
@@ -343,7 +342,6 @@ GruWs<T> gru_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_wih = b.add(3 * H * d.F);
   const index_t o_wihp = b.add(packed_size(d.F, 3 * H));
   const index_t o_whhp = b.add(std::max(packed_size(H, 3 * H), 3 * packed_size(H, H)));
-  const index_t o_whh = b.add(3 * H * H);
   const index_t o_bi = b.add(3 * H);
   const index_t o_bh = b.add(3 * H);
   const index_t o_g = b.add(TN * 3 * H);
@@ -357,7 +355,6 @@ GruWs<T> gru_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.wih = ws + o_wih;
   w.wihp = ws + o_wihp;
   w.whhp = ws + o_whhp;
-  w.whh = ws + o_whh;
   w.bi = ws + o_bi;
   w.bh = ws + o_bh;
   w.gates = ws + o_g;
@@ -638,7 +635,6 @@ void gru_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
     }
     for (index_t j = 0; j < G3; ++j) w.bi[j] = (b_ih ? b_ih[j] : T(0)) + (b_hh ? b_hh[j] : T(0));
   }
-  std::memcpy(w.whh, w_hh, static_cast<std::size_t>(G3 * H) * sizeof(T));
   rnn_gemm<T>(TN, G3, F, MatA<T>{x, F, 1}, packed_b(w.wihp, F), w.gates, G3, false);
 
   const SeqIndex si{Tn, N, d.batch_first};
@@ -768,12 +764,17 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
   const index_t nb = packed_size(H, H);
   T* whhb = scratch<T>(kSlotWeights, std::max<index_t>(packed_size(G3, H) + nb, 1));
   if (!cho) {
-    pack_step_weights_backward(whhb, w.whh, p);
+    pack_backward_from_forward(whhb, w.whhp, H, G3);
   } else {
+    // From the per-gate forward packs W_hg^T [H, H]: W_hn [H, H] and W_h(r,z) [2H, H].
+    const T* fr = w.whhp;
+    const T* fz = w.whhp + nb;
+    const T* fn = w.whhp + 2 * nb;
     packed_zero_tail(whhb, H, H);
-    pack_rows(whhb, H, 0, 0, w.whh + 2 * H * H, H, H, H);
+    transpose_packed(whhb, H, 0, fn, H, H, H);
     packed_zero_tail(whhb + nb, 2 * H, H);
-    pack_rows(whhb + nb, 2 * H, 0, 0, w.whh, H, 2 * H, H);
+    transpose_packed(whhb + nb, 2 * H, 0, fr, H, H, H);
+    transpose_packed(whhb + nb, 2 * H, H, fz, H, H, H);
   }
 
   if (!cho) {

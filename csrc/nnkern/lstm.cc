@@ -165,7 +165,6 @@ struct LstmWs {
   T* wih;    // [4H, F] slice-permuted (B of dX = dG W_ih')
   T* wihp;   // W_ih'^T packed: [F rows, 4H columns] (B of the input projection)
   T* whhp;   // W_hh'^T packed for step_gemm: [H rows, 4H columns] (slice-permuted columns)
-  T* whh;    // [4H, H] W_hh as given (backward packs its own copy from it)
   T* bias;   // [4H] b_ih + b_hh, slice-permuted
   T* gates;  // [TN, 4H] activated gates (forward), gate gradients (after backward)
   T* hprev;  // [TN, H] h_{t-1} of each step
@@ -182,7 +181,6 @@ LstmWs<T> lstm_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_wih = b.add(4 * H * d.F);
   const index_t o_wihp = b.add(packed_size(d.F, 4 * H));
   const index_t o_whhp = b.add(packed_size(H, 4 * H));
-  const index_t o_whh = b.add(4 * H * H);
   const index_t o_b = b.add(4 * H);
   const index_t o_g = b.add(TN * 4 * H);
   const index_t o_hp = b.add(TN * H);
@@ -196,7 +194,6 @@ LstmWs<T> lstm_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.wih = ws + o_wih;
   w.wihp = ws + o_wihp;
   w.whhp = ws + o_whhp;
-  w.whh = ws + o_whh;
   w.bias = ws + o_b;
   w.gates = ws + o_g;
   w.hprev = ws + o_hp;
@@ -323,7 +320,6 @@ void lstm_seq_forward(T* y, index_t ldy, T* h_n, T* c_n, T* ws, const T* x, cons
   permute_gate_rows(w.wih, w_ih, p, F);
   pack_step_weights(w.wihp, w_ih, p, F);
   pack_step_weights(w.whhp, w_hh, p, H);
-  std::memcpy(w.whh, w_hh, static_cast<std::size_t>(GH * H) * sizeof(T));
   {
     T* b = scratch<T>(kSlotBias, std::max<index_t>(GH, 1));
     for (index_t j = 0; j < GH; ++j) b[j] = (b_ih ? b_ih[j] : T(0)) + (b_hh ? b_hh[j] : T(0));
@@ -418,7 +414,7 @@ void lstm_seq_backward(T* dx, bool dx_accumulate, T* dh0, T* dc0, GradOut<T> dw_
   copy_rows(dc0, H, dc_n, H, N, H);
   // W_hh' [4H, H] (slice-permuted) back from the transposed copy: dh = dG W_hh' per slice.
   T* whhb = scratch<T>(kSlotWeights, std::max<index_t>(packed_size(GH, H), 1));
-  pack_step_weights_backward(whhb, w.whh, p);
+  pack_backward_from_forward(whhb, w.whhp, H, GH);
 
   auto step = [&](index_t kk, int phase, index_t item) {
     const index_t k = Tn - 1 - kk;  // forward processing index, run backwards

@@ -134,7 +134,6 @@ struct RnnWs {
   T* wih;    // [H, F] (B of dX)
   T* wihp;   // W_ih^T packed [F, H] (B of the input projection)
   T* whhp;   // W_hh^T packed for step_gemm [H, H]
-  T* whh;    // [H, H] W_hh as given
   T* bias;   // [H] b_ih + b_hh
   T* gates;  // [TN, H] activations (forward), pre-activation gradients (after backward)
   T* hprev;  // [TN, H]
@@ -149,7 +148,6 @@ RnnWs<T> rnn_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   const index_t o_wih = b.add(H * d.F);
   const index_t o_wihp = b.add(packed_size(d.F, H));
   const index_t o_whhp = b.add(packed_size(H, H));
-  const index_t o_whh = b.add(H * H);
   const index_t o_b = b.add(H);
   const index_t o_g = b.add(TN * H);
   const index_t o_hp = b.add(TN * H);
@@ -161,7 +159,6 @@ RnnWs<T> rnn_ws(T* ws, const SeqDims& d, index_t* total = nullptr) {
   w.wih = ws + o_wih;
   w.wihp = ws + o_wihp;
   w.whhp = ws + o_whhp;
-  w.whh = ws + o_whh;
   w.bias = ws + o_b;
   w.gates = ws + o_g;
   w.hprev = ws + o_hp;
@@ -259,7 +256,6 @@ void rnn_seq_forward(T* y, index_t ldy, T* h_n, T* ws, const T* x, const T* h0, 
   if (lengths != nullptr && N > 0) std::memcpy(w.lengths, lengths, static_cast<std::size_t>(N) * 8);
   const std::int64_t* len = lengths != nullptr ? w.lengths : nullptr;
   if (H * F > 0) std::memcpy(w.wih, w_ih, static_cast<std::size_t>(H * F) * sizeof(T));
-  std::memcpy(w.whh, w_hh, static_cast<std::size_t>(H * H) * sizeof(T));
   packed_zero_tail(w.whhp, H, H);
   pack_transposed(w.whhp, H, 0, w_hh, H, H, H);
   packed_zero_tail(w.wihp, F, H);
@@ -328,8 +324,7 @@ void rnn_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
   T* zeros = zeros_scratch<T>(H);
   copy_rows(dh0, H, dh_n, H, N, H);
   T* whhb = scratch<T>(kSlotWeights, std::max<index_t>(packed_size(H, H), 1));
-  packed_zero_tail(whhb, H, H);
-  pack_rows(whhb, H, 0, 0, w.whh, H, H, H);
+  pack_backward_from_forward(whhb, w.whhp, H, H);
   auto step = [&](index_t kk, int phase, index_t item) {
     const index_t k = Tn - 1 - kk;
     const index_t t = d.reverse ? Tn - 1 - k : k;

@@ -296,24 +296,40 @@ template <class T>
 void pack_step_weights(T* Bp, const T* w, const SlicePlan& p, index_t K) {
   const index_t GH = p.G * p.H;
   packed_zero_tail(Bp, K, GH);
-  for (index_t s = 0; s < p.S; ++s) {
-    for (index_t g = 0; g < p.G; ++g) {
-      pack_transposed(Bp, K, p.perm_row(s, g), w + (g * p.H + p.u0(s)) * K, K, p.width(s), K);
-    }
-  }
+  // One (slice, gate) block per task: blocks write disjoint columns.
+  parallel_for(
+      p.S * p.G, (p.H * K < 65536 ? p.S * p.G : 2),
+      [&](index_t b0, index_t b1) {
+        for (index_t b = b0; b < b1; ++b) {
+          const index_t s = b / p.G, g = b % p.G;
+          pack_transposed(Bp, K, p.perm_row(s, g), w + (g * p.H + p.u0(s)) * K, K, p.width(s), K);
+        }
+      },
+      1);
 }
 
-// The same weights for the backward step GEMM (dh = dG W_hh'): B = W_hh' with Kp = G*H rows
-// (slice-permuted) and H columns.
+// The backward step weights (B = W_hh' [G*H rows, H columns]) from the forward ones
+// (Bf = W_hh'^T [H rows, G*H columns]), both packed; parallel over column panels of the result.
 template <class T>
-void pack_step_weights_backward(T* Bp, const T* w_hh, const SlicePlan& p) {
-  const index_t GH = p.G * p.H;
-  packed_zero_tail(Bp, GH, p.H);
-  for (index_t s = 0; s < p.S; ++s) {
-    for (index_t g = 0; g < p.G; ++g) {
-      pack_rows(Bp, GH, p.perm_row(s, g), 0, w_hh + (g * p.H + p.u0(s)) * p.H, p.H, p.width(s), p.H);
-    }
-  }
+void pack_backward_from_forward(T* Bb, const T* Bf, index_t H, index_t GH) {
+  packed_zero_tail(Bb, GH, H);
+  const index_t panels = (H + kPanel - 1) / kPanel;
+  parallel_for(
+      panels, (H * GH < 65536 ? panels : 1),
+      [&](index_t q0, index_t q1) {
+        const index_t u0 = q0 * kPanel, u1 = std::min(H, q1 * kPanel);
+        // dst(k, u) = src(u, k) for u in [u0, u1), in 32 x 32 blocks.
+        for (index_t u = u0; u < u1; u += 32) {
+          const index_t ue = std::min(u1, u + 32);
+          for (index_t k0 = 0; k0 < GH; k0 += 32) {
+            const index_t ke = std::min(GH, k0 + 32);
+            for (index_t k = k0; k < ke; ++k) {
+              for (index_t v = u; v < ue; ++v) *packed_at(Bb, GH, k, v) = *packed_at(const_cast<T*>(Bf), H, v, k);
+            }
+          }
+        }
+      },
+      1);
 }
 
 // Elementwise pass written once, dispatched per ISA (see simd.h).
@@ -331,12 +347,16 @@ NNK_MULTIVERSION(add_or_copy, add_or_copy_body)
 // dst (gate-major, [G*H, cols]) = or += src (slice-major).
 template <class T>
 void unpermute_gate_rows(T* dst, bool accumulate, const T* src, const SlicePlan& p, index_t cols) {
-  for (index_t s = 0; s < p.S; ++s) {
-    const index_t w = p.width(s);
-    for (index_t g = 0; g < p.G; ++g) {
-      add_or_copy(dst + (g * p.H + p.u0(s)) * cols, src + p.perm_row(s, g) * cols, w * cols, accumulate);
-    }
-  }
+  parallel_for(
+      p.S * p.G, (p.H * cols < 65536 ? p.S * p.G : 2),
+      [&](index_t b0, index_t b1) {
+        for (index_t b = b0; b < b1; ++b) {
+          const index_t s = b / p.G, g = b % p.G;
+          add_or_copy(dst + (g * p.H + p.u0(s)) * cols, src + p.perm_row(s, g) * cols, p.width(s) * cols,
+                      accumulate);
+        }
+      },
+      1);
 }
 
 // out[c] (+)= sum_r a[r*lda + c] for c < cols: rows added in order, columns split over threads,

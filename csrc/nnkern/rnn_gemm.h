@@ -121,6 +121,24 @@ void pack_transposed(T* Bp, index_t Kp, index_t n0, const T* src, index_t lds, i
   }
 }
 
+// dst(k0 + j, i) = src(i, j) for i < rows_src, j < cols_src: a packed matrix transposed into
+// (rows k0.. of) another packed matrix, in 32 x 32 blocks. Turns the forward step weights
+// (W^T) into the backward ones (W) without keeping W itself.
+template <class T>
+void transpose_packed(T* dst, index_t Kp_dst, index_t k0, const T* src, index_t Kp_src, index_t rows_src,
+                      index_t cols_src) {
+  constexpr index_t B = 32;
+  for (index_t i0 = 0; i0 < rows_src; i0 += B) {
+    const index_t i1 = std::min(rows_src, i0 + B);
+    for (index_t j0 = 0; j0 < cols_src; j0 += B) {
+      const index_t j1 = std::min(cols_src, j0 + B);
+      for (index_t j = j0; j < j1; ++j) {
+        for (index_t i = i0; i < i1; ++i) *packed_at(dst, Kp_dst, k0 + j, i) = *packed_at(src, Kp_src, i, j);
+      }
+    }
+  }
+}
+
 namespace sgemm_detail {
 
 template <class T, int VB>
