@@ -823,8 +823,7 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
     T* gbi = gw + G3 * (F + H);
     T* gbh = gbi + G3;
     if (dw_hh.p != nullptr) {
-      gemm<T>(true, false, G3, H, TN, T(1), w.gates, G3, w.hprev, H, T(0), gwhh, H);
-      unpermute_gate_rows(dw_hh.p, dw_hh.accumulate, gwhh, p, H);
+      seq_weight_grads(GradOut<T>{}, dw_hh, w.gates, TN, x, w.hprev, F, p, gwhh);
     }
     if (db_hh.p != nullptr) {
       column_sum(gbh, false, w.gates, TN, G3, G3);
@@ -844,9 +843,7 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
         },
         1);
     if (dw_ih.p != nullptr) {
-      gemm<T>(true, false, G3, F, TN, T(1), w.gates, G3, x, std::max<index_t>(F, 1), T(0), gwih,
-              std::max<index_t>(F, 1));
-      unpermute_gate_rows(dw_ih.p, dw_ih.accumulate, gwih, p, F);
+      seq_weight_grads(dw_ih, GradOut<T>{}, w.gates, TN, x, w.hprev, F, p, gwih);
     }
     if (db_ih.p != nullptr) {
       column_sum(gbi, false, w.gates, TN, G3, G3);
@@ -919,11 +916,14 @@ void gru_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
   run_steps(Tn, 3, p, step, 0x3, drh_bytes);
 
   if (dw_hh.p != nullptr) {
-    const T beta = dw_hh.accumulate ? T(1) : T(0);
-    gemm<T>(true, false, 2 * H, H, TN, T(1), w.gates, G3, w.hprev, H, beta, dw_hh.p, H);
-    gemm<T>(true, false, H, H, TN, T(1), w.gates + 2 * H, G3, w.aux, H, beta, dw_hh.p + 2 * H * H, H);
+    rnn_gemm_pa<T>(2 * H, TN, MatA<T>{w.gates, 1, G3}, w.hprev, H, H, nullptr, 0, 0, dw_hh.p, H, dw_hh.accumulate);
+    rnn_gemm_pa<T>(H, TN, MatA<T>{w.gates + 2 * H, 1, G3}, w.aux, H, H, nullptr, 0, 0, dw_hh.p + 2 * H * H, H,
+                   dw_hh.accumulate);
   }
-  weight_grads_direct<T>(dw_ih, GradOut<T>{}, db_ih, db_hh, w.gates, G3, TN, G3, x, F, nullptr, H);
+  if (dw_ih.p != nullptr && F > 0) {
+    rnn_gemm_pa<T>(G3, TN, MatA<T>{w.gates, 1, G3}, x, F, F, nullptr, 0, 0, dw_ih.p, F, dw_ih.accumulate);
+  }
+  weight_grads_direct<T>(GradOut<T>{}, GradOut<T>{}, db_ih, db_hh, w.gates, G3, TN, G3, x, F, nullptr, H);
   if (dx != nullptr) {
     gemm<T>(false, false, TN, F, G3, T(1), w.gates, G3, w.wih, std::max<index_t>(F, 1),
             dx_accumulate ? T(1) : T(0), dx, std::max<index_t>(F, 1));

@@ -454,18 +454,8 @@ void lstm_seq_backward(T* dx, bool dx_accumulate, T* dh0, T* dc0, GradOut<T> dw_
 
   // Weight gradients over all steps at once, in the permuted layout, then un-permuted.
   T* gw = scratch<T>(kSlotGrad, std::max<index_t>(GH * (F + H + 1), 1));
-  T* gwih = gw;
-  T* gwhh = gw + GH * F;
   T* gb = gw + GH * (F + H);
-  if (dw_ih.p != nullptr) {
-    gemm<T>(true, false, GH, F, TN, T(1), w.gates, GH, x, std::max<index_t>(F, 1), T(0), gwih,
-            std::max<index_t>(F, 1));
-    unpermute_gate_rows(dw_ih.p, dw_ih.accumulate, gwih, p, F);
-  }
-  if (dw_hh.p != nullptr) {
-    gemm<T>(true, false, GH, H, TN, T(1), w.gates, GH, w.hprev, H, T(0), gwhh, H);
-    unpermute_gate_rows(dw_hh.p, dw_hh.accumulate, gwhh, p, H);
-  }
+  seq_weight_grads(dw_ih, dw_hh, w.gates, TN, x, w.hprev, F, p, gw);
   if (db_ih.p != nullptr || db_hh.p != nullptr) {
     column_sum(gb, false, w.gates, TN, GH, GH);
     if (db_ih.p != nullptr) unpermute_gate_rows(db_ih.p, db_ih.accumulate, gb, p, 1);

@@ -353,7 +353,9 @@ void rnn_seq_backward(T* dx, bool dx_accumulate, T* dh0, GradOut<T> dw_ih, GradO
     }
   };
   run_steps(Tn, 2, p, step, 0x1);
-  weight_grads_direct(dw_ih, dw_hh, db_ih, db_hh, w.gates, H, TN, H, x, F, w.hprev, H);
+  T* gw = scratch<T>(kSlotGrad, std::max<index_t>(H * (F + H), 1));
+  seq_weight_grads(dw_ih, dw_hh, w.gates, TN, x, w.hprev, F, p, gw);  // G = 1: no permutation
+  weight_grads_direct(GradOut<T>{}, GradOut<T>{}, db_ih, db_hh, w.gates, H, TN, H, x, F, w.hprev, H);
   if (dx != nullptr) {
     gemm<T>(false, false, TN, F, H, T(1), w.gates, H, w.wih, std::max<index_t>(F, 1), dx_accumulate ? T(1) : T(0),
             dx, std::max<index_t>(F, 1));

@@ -345,18 +345,43 @@ NNK_INLINE void add_or_copy_body(T* dst, const T* src, index_t n, bool accumulat
 NNK_MULTIVERSION(add_or_copy, add_or_copy_body)
 
 // dst (gate-major, [G*H, cols]) = or += src (slice-major).
+// src rows have `cols` elements `lds` apart (lds = cols when dense; lds > cols to take a column
+// range of a wider matrix).
 template <class T>
-void unpermute_gate_rows(T* dst, bool accumulate, const T* src, const SlicePlan& p, index_t cols) {
+void unpermute_gate_rows(T* dst, bool accumulate, const T* src, const SlicePlan& p, index_t cols, index_t lds = -1) {
+  if (lds < 0) lds = cols;
   parallel_for(
       p.S * p.G, (p.H * cols < 65536 ? p.S * p.G : 2),
       [&](index_t b0, index_t b1) {
         for (index_t b = b0; b < b1; ++b) {
           const index_t s = b / p.G, g = b % p.G;
-          add_or_copy(dst + (g * p.H + p.u0(s)) * cols, src + p.perm_row(s, g) * cols, p.width(s) * cols,
-                      accumulate);
+          T* d = dst + (g * p.H + p.u0(s)) * cols;
+          const T* sp = src + p.perm_row(s, g) * lds;
+          if (lds == cols) {
+            add_or_copy(d, sp, p.width(s) * cols, accumulate);
+          } else {
+            for (index_t r = 0; r < p.width(s); ++r) add_or_copy(d + r * cols, sp + r * lds, cols, accumulate);
+          }
         }
       },
       1);
+}
+
+// dW'_ih and dW'_hh (slice-permuted, [G*H, F] and [G*H, H]) = dG^T X and dG^T H_prev as one
+// product dG^T [X | H_prev] into gw [G*H, F + H] (A packed once), then un-permuted into the
+// gate-major outputs. Either output may be absent.
+template <class T>
+void seq_weight_grads(GradOut<T> dw_ih, GradOut<T> dw_hh, const T* dG, index_t TN, const T* X, const T* Hp,
+                      index_t F, const SlicePlan& p, T* gw) {
+  const index_t GH = p.G * p.H, H = p.H;
+  const bool want_ih = dw_ih.p != nullptr && F > 0, want_hh = dw_hh.p != nullptr;
+  const index_t n1 = want_ih ? F : 0, n2 = want_hh ? H : 0;
+  if (n1 + n2 > 0) {
+    rnn_gemm_pa<T>(GH, TN, MatA<T>{dG, 1, GH}, want_ih ? X : Hp, want_ih ? F : H, want_ih ? F : H,
+                   want_ih && want_hh ? Hp : nullptr, H, want_ih ? n2 : 0, gw, n1 + n2, false);
+  }
+  if (want_ih) unpermute_gate_rows(dw_ih.p, dw_ih.accumulate, gw, p, F, n1 + n2);
+  if (want_hh) unpermute_gate_rows(dw_hh.p, dw_hh.accumulate, gw + n1, p, H, n1 + n2);
 }
 
 // out[c] (+)= sum_r a[r*lda + c] for c < cols: rows added in order, columns split over threads,

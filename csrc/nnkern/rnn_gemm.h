@@ -25,9 +25,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include <omp.h>
+
 #include "nnkern/common.h"
 #include "nnkern/parallel.h"
 #include "nnkern/simd.h"
+#include "nnkern/workspace.h"
 
 // The vector helpers below are always inlined into ISA-specific functions, so the vector-return
 // ABI note GCC prints for them does not apply.
@@ -241,6 +244,106 @@ NNK_INLINE void gemm_body(index_t M, index_t N, index_t K, const T* A, index_t s
   }
 }
 
+// ---- Products with a long K and a big A (dW = dG^T X over all steps, dX = dG W_ih): A is packed
+// per K block into panels of kPackRows rows (Ap[(r / 6) * kc * 6 + k * 6 + r % 6]), so a tile
+// reads its A values from one contiguous run instead of one page per k.
+constexpr index_t kPackRows = 6;
+
+template <class T>
+NNK_INLINE void pack_a(T* Ap, index_t M, index_t kc, const T* A, index_t si, index_t sk) {
+  constexpr index_t P = kPackRows;
+  if (si == 1) {
+    // A(r, k) = A[r + k sk] (a transposed view): source row k holds consecutive r.
+    for (index_t k = 0; k < kc; ++k) {
+      const T* src = A + k * sk;
+      index_t p0 = 0;
+      for (; p0 + P <= M; p0 += P) {
+        T* dst = Ap + p0 * kc + k * P;
+        for (index_t r = 0; r < P; ++r) dst[r] = src[p0 + r];
+      }
+      for (index_t r = p0; r < M; ++r) Ap[p0 * kc + k * P + (r - p0)] = src[r];
+    }
+  } else {
+    for (index_t p0 = 0; p0 < M; p0 += P) {
+      const index_t rows = std::min(P, M - p0);
+      for (index_t r = 0; r < rows; ++r) {
+        const T* src = A + (p0 + r) * si;
+        T* dst = Ap + p0 * kc + r;
+        for (index_t k = 0; k < kc; ++k) dst[k * P] = src[k * sk];
+      }
+    }
+  }
+}
+
+// Rows [0, M) of a packed A against `cols` <= NP*VW... columns of B (rows ldk apart).
+template <class T, int VB, int MR, int NP>
+NNK_INLINE void packed_rows(index_t M, index_t kc, const T* Ap, const T* B, index_t ldk, T* C, index_t ldc,
+                            bool accumulate) {
+  for (index_t p0 = 0; p0 < M; p0 += kPackRows) {
+    const T* ap = Ap + (p0 / kPackRows) * kc * kPackRows;
+    const index_t rows = std::min(kPackRows, M - p0);
+    index_t r = 0;
+    if constexpr (MR == kPackRows) {
+      if (rows == kPackRows) {
+        tile<T, VB, MR, NP>(kc, ap, 1, kPackRows, B, ldk, C + p0 * ldc, ldc, accumulate);
+        r = rows;
+      }
+    }
+    for (; r + 4 <= rows; r += 4) tile<T, VB, 4, NP>(kc, ap + r, 1, kPackRows, B, ldk, C + (p0 + r) * ldc, ldc, accumulate);
+    for (; r < rows; ++r) tile<T, VB, 1, NP>(kc, ap + r, 1, kPackRows, B, ldk, C + (p0 + r) * ldc, ldc, accumulate);
+  }
+}
+
+template <class T, int VB, int MR, int NP>
+NNK_INLINE void gemm_pa_body(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk, const T* B,
+                             index_t ldk, index_t pstride, T* C, index_t ldc, bool accumulate, T* Ap) {
+  constexpr index_t VW = VB / static_cast<index_t>(sizeof(T));
+  const index_t kblocks = K > 0 ? (K + kKBlock - 1) / kKBlock : 1;
+  for (index_t kb = 0; kb < kblocks; ++kb) {
+    const index_t k0 = kb * kKBlock;
+    const index_t kc = std::min(kKBlock, K - k0);  // 0 when K == 0: C = (accumulate ? C : 0)
+    pack_a(Ap, M, kc, A + k0 * sk, si, sk);
+    const bool acc = accumulate || kb > 0;
+    for (index_t j0 = 0; j0 < N; j0 += kPanel) {
+      const T* panel = B + j0 / kPanel * pstride + k0 * ldk;
+      const index_t cols = std::min(kPanel, N - j0);
+      index_t c = 0;
+      for (; c + NP * VW <= cols; c += NP * VW) packed_rows<T, VB, MR, NP>(M, kc, Ap, panel + c, ldk, C + j0 + c, ldc, acc);
+      for (; c + VW <= cols; c += VW) packed_rows<T, VB, MR, 1>(M, kc, Ap, panel + c, ldk, C + j0 + c, ldc, acc);
+      for (index_t r = 0; r < M && c < cols; ++r) {
+        const T* ar = Ap + (r / kPackRows) * kc * kPackRows + r % kPackRows;
+        for (index_t j = c; j < cols; ++j) {
+          T sum = T(0);
+          for (index_t k = 0; k < kc; ++k) sum += ar[k * kPackRows] * panel[k * ldk + j];
+          T* cr = C + r * ldc + j0 + j;
+          *cr = acc ? *cr + sum : sum;
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+NNK_TARGET_AVX512 __attribute__((noinline)) void gemm_pa_avx512(index_t M, index_t N, index_t K, const T* A,
+                                                                index_t si, index_t sk, const T* B, index_t ldk,
+                                                                index_t ps, T* C, index_t ldc, bool acc, T* Ap) {
+  gemm_pa_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
+}
+
+template <class T>
+NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_pa_avx2(index_t M, index_t N, index_t K, const T* A, index_t si,
+                                                            index_t sk, const T* B, index_t ldk, index_t ps, T* C,
+                                                            index_t ldc, bool acc, T* Ap) {
+  gemm_pa_body<T, 32, 4, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
+}
+
+template <class T>
+__attribute__((noinline)) void gemm_pa_baseline(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk,
+                                                const T* B, index_t ldk, index_t ps, T* C, index_t ldc, bool acc,
+                                                T* Ap) {
+  gemm_pa_body<T, 16, 4, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
+}
+
 // Per ISA: AVX-512 has 32 vector registers (24 accumulators of 16 floats: 6 rows x 64 columns),
 // AVX2 and SSE 16 (8 accumulators).
 template <class T>
@@ -304,6 +407,65 @@ void rnn_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, T* C, index
         }
       },
       96);
+}
+
+// C[M,N] = (accumulate ? C : 0) + A [B1 | B2] for long K (the all-steps backward products:
+// dW = dG^T [X | H_prev], dX = dG W_ih). Per K block of kKBlock rows, B's block is packed once
+// into panels (contiguous: no cache-set conflicts from a large row stride), then the rows of C are
+// processed in blocks of kPaRows, each thread packing its own block of A; C stays in L2 across K.
+// B2 (optional, n2 columns, may be null) supplies columns [n1, n1 + n2). Bitwise equal for any
+// thread count (every element sees the same sequence, see the top of this file).
+constexpr index_t kPaRows = 192;
+
+template <class T>
+void rnn_gemm_pa(index_t M, index_t K, MatA<T> A, const T* B1, index_t ldb1, index_t n1, const T* B2, index_t ldb2,
+                 index_t n2, T* C, index_t ldc, bool accumulate) {
+  const index_t N = n1 + n2;
+  if (M <= 0 || N <= 0) return;
+  const int nt = std::max(1, num_threads());
+  const index_t per = kPaRows * kKBlock;
+  const index_t bsize = packed_size(kKBlock, N);
+  // Packed B block and one packed-A buffer per thread that may join (taken before any region).
+  T* Bp = static_cast<T*>(scratch_bytes(5 /* kSlotStep1 */, static_cast<std::size_t>(bsize + per * nt) * sizeof(T)));
+  T* bufs = Bp + bsize;
+  const double flops_kb = 2.0 * static_cast<double>(M) * N * kKBlock;
+  const index_t min_rows = std::max<index_t>(kPaRows, static_cast<index_t>(4.0e6 / (flops_kb / M)));
+  const index_t kblocks = K > 0 ? (K + kKBlock - 1) / kKBlock : 1;
+  packed_zero_tail(Bp, kKBlock, N);
+  for (index_t kb = 0; kb < kblocks; ++kb) {
+    const index_t k0 = kb * kKBlock;
+    const index_t kc = std::min(kKBlock, K - k0);
+    if (kc > 0) {
+      pack_rows(Bp, kKBlock, 0, 0, B1 + k0 * ldb1, ldb1, kc, n1);
+      if (n2 > 0) pack_rows(Bp, kKBlock, 0, n1, B2 + k0 * ldb2, ldb2, kc, n2);
+    }
+    const bool acc = accumulate || kb > 0;
+    parallel_for(
+        M, min_rows,
+        [&](index_t r0, index_t r1) {
+          T* Ap = bufs + static_cast<index_t>(omp_get_thread_num()) * per;
+          for (index_t b0 = r0; b0 < r1; b0 += kPaRows) {
+            const index_t rows = std::min(kPaRows, r1 - b0);
+            const T* a = A.p + b0 * A.si + k0 * A.sk;
+            T* c = C + b0 * ldc;
+            switch (simd::level()) {
+              case simd::kAvx512:
+                sgemm_detail::gemm_pa_avx512<T>(rows, N, kc, a, A.si, A.sk, Bp, kPanel, kKBlock * kPanel, c, ldc, acc,
+                                                Ap);
+                break;
+              case simd::kAvx2:
+                sgemm_detail::gemm_pa_avx2<T>(rows, N, kc, a, A.si, A.sk, Bp, kPanel, kKBlock * kPanel, c, ldc, acc,
+                                              Ap);
+                break;
+              default:
+                sgemm_detail::gemm_pa_baseline<T>(rows, N, kc, a, A.si, A.sk, Bp, kPanel, kKBlock * kPanel, c, ldc,
+                                                  acc, Ap);
+                break;
+            }
+          }
+        },
+        kPaRows);
+  }
 }
 
 }  // namespace rnn
