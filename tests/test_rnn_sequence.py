@@ -62,7 +62,8 @@ def lengths_for(mode, rng, T, N):
     if mode == "full":
         return np.full(N, T, np.int64)
     L = rng.integers(0, T + 1, size=N).astype(np.int64)
-    L[0] = T
+    if N > 0:
+        L[0] = T
     if N > 1:
         L[-1] = 0
     return L
@@ -308,3 +309,25 @@ def test_workspace_misuse(rng):
         nk.lstm_sequence_backward(None, None, None, wsd, p["x"])
     with pytest.raises(ValueError, match=r"dy has shape \(4, 3, 5\), expected \(4, 3, >= hidden_size\)|dy_col"):
         nk.lstm_sequence_backward(np.zeros((4, 3, 5), np.float32), None, None, ws, p["x"])
+
+
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    given = None
+
+if given is not None:
+    @settings(max_examples=30, deadline=None)
+    @given(kind=st.sampled_from(range(len(SEQS))), T=st.integers(0, 6), N=st.integers(0, 9),
+           F=st.integers(0, 7), H=st.integers(1, 70), reverse=st.booleans(), batch_first=st.booleans(),
+           lengths=st.booleans(), seed=st.integers(0, 2 ** 16))
+    def test_random_shapes_match_twin(kind, T, N, F, H, reverse, batch_first, lengths, seed):
+        """Random small shapes and options (including empty T, N and F) against the twin, float64."""
+        rng = np.random.default_rng(seed)
+        kind, opt = SEQS[kind]
+        p, L, got, want, gb, wb = run_both(rng, kind, opt, T, N, F, H, np.float64, reverse, batch_first,
+                                           "random" if lengths else None)
+        for g, w in zip(list(got[:3]) + list(gb), list(want[:3]) + list(wb)):
+            if w is not None:
+                assert g.shape == w.shape
+                np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)

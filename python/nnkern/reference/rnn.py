@@ -219,7 +219,7 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, 
     xt, T, N, h, lengths = _seq_setup(x, h0, H, lengths, batch_first)
     c = np.zeros((N, H), x.dtype) if c0 is None else np.array(c0, dtype=x.dtype)
     b = _bias_sum(b_ih, b_hh, 4 * H, x.dtype)
-    gx = (xt.reshape(T * N, -1) @ w_ih.T + b).reshape(T, N, 4 * H) if hoisted else None
+    gx = (xt.reshape(T * N, xt.shape[2]) @ w_ih.T + b).reshape(T, N, 4 * H) if hoisted else None
     acts = np.zeros((T, N, 5 * H), x.dtype)
     hprev = np.zeros((T, N, H), x.dtype)
     cprev = np.zeros((T, N, H), x.dtype)
@@ -277,7 +277,7 @@ def lstm_sequence_backward(dy, dh_n, dc_n, ws, x):
             dx[t] = g @ w_ih
     if hoisted:
         G2 = dG.reshape(T * N, 4 * H)
-        dw_ih = G2.T @ xt.reshape(T * N, -1)
+        dw_ih = G2.T @ xt.reshape(T * N, xt.shape[2])
         dw_hh = G2.T @ ws["hprev"].reshape(T * N, H)
         dx = (G2 @ w_ih).reshape(xt.shape)
     db = dG.sum(axis=(0, 1))
@@ -292,7 +292,7 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, variant="torch", le
     xt, T, N, h, lengths = _seq_setup(x, h0, H, lengths, batch_first)
     bi = np.zeros(3 * H, x.dtype) if b_ih is None else b_ih
     bh = np.zeros(3 * H, x.dtype) if b_hh is None else b_hh
-    gx = (xt.reshape(T * N, -1) @ w_ih.T + bi).reshape(T, N, 3 * H) if hoisted else None
+    gx = (xt.reshape(T * N, xt.shape[2]) @ w_ih.T + bi).reshape(T, N, 3 * H) if hoisted else None
     acts = np.zeros((T, N, 4 * H), x.dtype)
     hprev = np.zeros((T, N, H), x.dtype)
     y = np.zeros((T, N, H), x.dtype)
@@ -359,7 +359,7 @@ def gru_sequence_backward(dy, dh_n, ws, x):
         Gi = dGi.reshape(T * N, 3 * H)
         Gh = dGh.reshape(T * N, 3 * H)
         hp = ws["hprev"].reshape(T * N, H)
-        dw_ih = Gi.T @ xt.reshape(T * N, -1)
+        dw_ih = Gi.T @ xt.reshape(T * N, xt.shape[2])
         if variant == "torch":
             dw_hh = Gh.T @ hp
         else:
@@ -376,7 +376,7 @@ def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh"
     H = w_hh.shape[1]
     xt, T, N, h, lengths = _seq_setup(x, h0, H, lengths, batch_first)
     b = _bias_sum(b_ih, b_hh, H, x.dtype)
-    gx = (xt.reshape(T * N, -1) @ w_ih.T + b).reshape(T, N, H) if hoisted else None
+    gx = (xt.reshape(T * N, xt.shape[2]) @ w_ih.T + b).reshape(T, N, H) if hoisted else None
     acts = np.zeros((T, N, H), x.dtype)
     hprev = np.zeros((T, N, H), x.dtype)
     y = np.zeros((T, N, H), x.dtype)
@@ -421,7 +421,7 @@ def rnn_sequence_backward(dy, dh_n, ws, x):
             dx[t] = g @ w_ih
     if hoisted:
         G2 = dG.reshape(T * N, H)
-        dw_ih = G2.T @ xt.reshape(T * N, -1)
+        dw_ih = G2.T @ xt.reshape(T * N, xt.shape[2])
         dw_hh = G2.T @ ws["hprev"].reshape(T * N, H)
         dx = (G2 @ w_ih).reshape(xt.shape)
     db = dG.sum(axis=(0, 1))
