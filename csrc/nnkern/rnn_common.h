@@ -214,8 +214,9 @@ NNK_INLINE void inverse4(T a, T b, T c, T d, T* ia, T* ib, T* ic, T* id) {
 // (row block, slice) computes the gate pre-activations of its slice by one GEMM and then the
 // fused gate pass for those units, so a thread touches only its own gates and its own block of
 // W_hh (which stays in its core's cache across steps). To make that one GEMM, the sequence
-// kernels keep a copy of W_ih / W_hh / biases with rows permuted "slice-major": slice s holds
-// rows [G*u0, G*(u0+w)) with its G gate blocks of w rows each (w = width of slice s).
+// kernels keep copies of W_ih / W_hh / biases with the gate rows permuted "slice-major" (slice s
+// holds rows [G*u0, G*(u0+w)), its G gate blocks of w rows each, w = width of slice s), packed as
+// the B operand of rnn_gemm.h's kernel.
 //
 // Determinism: the plan depends on the problem shape only; threads just share the items out.
 struct SlicePlan {

@@ -394,7 +394,7 @@ template <class T>
 void rnn_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, T* C, index_t ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   const double flops = 2.0 * static_cast<double>(M) * N * (K > 0 ? K : 1);
-  // ~4 MFLOP per thread before splitting; blocks of 96 rows (16 tiles of 6) at least.
+  // ~4 MFLOP per thread before splitting, and at least 96 rows.
   const index_t min_rows = std::max<index_t>(96, static_cast<index_t>(4.0e6 / (flops / M)));
   parallel_for(
       M, min_rows,
@@ -406,7 +406,7 @@ void rnn_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, T* C, index
           step_gemm<T>(rows, N, K, MatA<T>{A.p + b0 * A.si, A.si, A.sk}, B, 0, C + b0 * ldc, ldc, accumulate);
         }
       },
-      96);
+      6);
 }
 
 // C[M,N] = (accumulate ? C : 0) + A [B1 | B2] for long K (the all-steps backward products:
@@ -464,7 +464,7 @@ void rnn_gemm_pa(index_t M, index_t K, MatA<T> A, const T* B1, index_t ldb1, ind
             }
           }
         },
-        kPaRows);
+        sgemm_detail::kPackRows);  // thread ranges of whole A panels, balanced to within 6 rows
   }
 }
 
