@@ -349,17 +349,6 @@ void lstm_seq_forward(T* y, index_t ldy, T* h_n, T* c_n, T* ws, const T* x, cons
     const index_t row_t = si.step_row(t) + r0 * rn;
     T* gt = w.gates + row_t * GH + 4 * u0;
     const T* hpt = w.hprev + row_t * H;
-    if (!last) {
-      // The next step's input projection rows of this item were written long ago (they are in
-      // DRAM): start pulling them toward L2 now, so neither that step's GEMM nor its gate pass
-      // waits for them.
-      const T* gn = w.gates + (si.step_row(next) + r0 * rn) * GH + 4 * u0;
-      for (index_t r = 0; r < rows; ++r) {
-        for (index_t j = 0; j < 4 * wd; j += 64 / static_cast<index_t>(sizeof(T))) {
-          __builtin_prefetch(gn + r * ldg + j, 1, 2);
-        }
-      }
-    }
     // This item's gates += h_{t-1} W_hh'^T (its slice's 4 gate blocks are contiguous columns).
     step_gemm<T>(rows, 4 * wd, H, MatA<T>{hpt, ldh, 1}, packed_b(w.whhp, H), 4 * u0, gt, ldg, true);
     LstmFwdArgs<T> a{};
