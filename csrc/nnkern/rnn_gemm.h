@@ -5,10 +5,15 @@
 // Why not OpenBLAS here: each time step multiplies the same weight block again (35 times per
 // sequence in the benchmarks) and OpenBLAS re-packs both operands on every call; for these
 // mid-sized products (e.g. 64 x 256 x 256 per work item) the packing and call overhead cost
-// 20-40% against oneDNN's LSTM (measured here: ~120 vs ~90 GFLOP/s per core). The input
-// projection (K = input_size, B = the packed W_ih) also runs here: it writes C without OpenBLAS's
-// separate zeroing pass. The backward products with a long K (dW = dG^T X over all steps, dX)
-// stay with gemm.h: this kernel does not pack A, and OpenBLAS's full blocking wins there (~2x).
+// 20-40% against oneDNN's LSTM (measured on this machine: ~120 vs ~90 GFLOP/s per core in
+// isolation). Three entry points:
+//   step_gemm    one work item of one time step (serial), B pre-packed once per sequence call;
+//   rnn_gemm     the same over threads by row blocks: the input projection of all steps (it also
+//                avoids OpenBLAS's separate zeroing pass over the 9 MB gate buffer);
+//   rnn_gemm_pa  long-K products with A and B packed per K block: the weight gradients
+//                dW = dG^T [X | H_prev] over all steps (~10-30% faster than OpenBLAS here, and
+//                both weights come from one pass over dG). dX = dG W_ih stays with gemm.h, where
+//                OpenBLAS measured faster.
 //
 // Packed B ("panels"): the columns are cut into panels of kPanel = 64 columns; panel q holds
 // rows k = 0..Kp-1 of its 64 columns, one contiguous 64-element row per k (zero beyond the last
