@@ -233,3 +233,58 @@ def cases(quick):
                             _cell_loop_setup(T, B, I, H, backward), work=fl * (3 if backward else 1),
                             unit="GFLOP/s", mode="fwd+bwd" if backward else "fwd", impl_names=names))
     return out
+
+
+def cell_call_overhead(N=1, F=32, H=64, calls=20000, rounds=15):
+    """Per-call cost of nk.lstm_cell / nk.lstm_cell_backward from Python beyond the maths.
+
+    Times a Python loop of calls and the same kernels looped in C++ (no argument handling), both
+    single-threaded, interleaved over `rounds`; returns the minima in microseconds and their
+    differences (the overhead). Usage:
+        python -c "from nnkern.bench.rnn import cell_call_overhead as f; print(f())"
+    """
+    import time
+
+    import nnkern as nk
+
+    old = nk.get_num_threads()
+    nk.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(0)
+        f32 = np.float32
+        x = rng.standard_normal((N, F)).astype(f32)
+        h0 = rng.standard_normal((N, H)).astype(f32)
+        c0 = h0.copy()
+        w_ih = (0.1 * rng.standard_normal((4 * H, F))).astype(f32)
+        w_hh = (0.1 * rng.standard_normal((4 * H, H))).astype(f32)
+        b_ih = np.zeros(4 * H, f32)
+        b_hh = np.zeros(4 * H, f32)
+        out = (np.empty((N, H), f32), np.empty((N, H), f32), np.empty((N, 5 * H), f32))
+        grads = dict(dw_ih=np.zeros_like(w_ih), dw_hh=np.zeros_like(w_hh), db_ih=np.zeros_like(b_ih),
+                     db_hh=np.zeros_like(b_hh), accumulate=True)
+        cell, cell_bwd = nk.lstm_cell, nk.lstm_cell_backward
+        h1, c1, ws = out
+
+        def loop(fn):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            return (time.perf_counter() - t0) / calls
+
+        res = {k: [] for k in ("forward", "forward_alloc", "backward", "backward_alloc", "kernel_fwd", "kernel_bwd")}
+        for _ in range(rounds):
+            res["forward"].append(loop(lambda: cell(x, h0, c0, w_ih, w_hh, b_ih, b_hh, out=out)))
+            res["forward_alloc"].append(loop(lambda: cell(x, h0, c0, w_ih, w_hh, b_ih, b_hh)))
+            res["backward"].append(loop(lambda: cell_bwd(h1, c1, ws, x, h0, c0, w_ih, w_hh, **grads)))
+            res["backward_alloc"].append(loop(lambda: cell_bwd(h1, c1, ws, x, h0, c0, w_ih, w_hh)))
+            k = nk._core._lstm_cell_kernel_seconds
+            res["kernel_fwd"].append(k(x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, calls))
+            res["kernel_bwd"].append(k(x, h0, c0, w_ih, w_hh, b_ih, b_hh, True, calls))
+        us = {k: min(v) * 1e6 for k, v in res.items()}
+        us["overhead_forward"] = us["forward"] - us["kernel_fwd"]
+        us["overhead_forward_alloc"] = us["forward_alloc"] - us["kernel_fwd"]
+        us["overhead_backward"] = us["backward"] - us["kernel_bwd"]
+        us["overhead_backward_alloc"] = us["backward_alloc"] - us["kernel_bwd"]
+        return {k: round(v, 3) for k, v in us.items()}
+    finally:
+        nk.set_num_threads(old)
