@@ -17,13 +17,13 @@ dW_hh as one GEMM each after the loop; ``hoisted=False`` is the naive loop with 
 import numpy as np
 
 __all__ = [
-    "sigmoid", "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward", "rnn_cell",
+    "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward", "rnn_cell",
     "rnn_cell_backward", "lstm_sequence", "lstm_sequence_backward", "gru_sequence", "gru_sequence_backward",
     "rnn_sequence", "rnn_sequence_backward",
 ]
 
 
-def sigmoid(x):
+def _sigmoid(x):
     """1 / (1 + exp(-x)) without overflow warnings (exp argument clipped where it cannot matter)."""
     return 1.0 / (1.0 + np.exp(-np.clip(x, -700.0 if x.dtype == np.float64 else -87.0, None)))
 
@@ -51,7 +51,7 @@ def lstm_cell(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
     h0 = _zeros_like_state(x, H) if h0 is None else h0
     c0 = _zeros_like_state(x, H) if c0 is None else c0
     g = x @ w_ih.T + h0 @ w_hh.T + _bias_sum(b_ih, b_hh, 4 * H, x.dtype)
-    i, f, o = sigmoid(g[:, :H]), sigmoid(g[:, H:2 * H]), sigmoid(g[:, 3 * H:])
+    i, f, o = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H]), _sigmoid(g[:, 3 * H:])
     gg = np.tanh(g[:, 2 * H:3 * H])
     c1 = f * c0 + i * gg
     tc = np.tanh(c1)
@@ -100,14 +100,14 @@ def gru_cell(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, variant="torch"):
     gi = x @ w_ih.T + bi
     if variant == "torch":
         gh = h0 @ w_hh.T + bh
-        r = sigmoid(gi[:, :H] + gh[:, :H])
-        z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        r = _sigmoid(gi[:, :H] + gh[:, :H])
+        z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
         aux = gh[:, 2 * H:]
         n = np.tanh(gi[:, 2 * H:] + r * aux)
     else:
         grz = h0 @ w_hh[:2 * H].T + bh[:2 * H]
-        r = sigmoid(gi[:, :H] + grz[:, :H])
-        z = sigmoid(gi[:, H:2 * H] + grz[:, H:])
+        r = _sigmoid(gi[:, :H] + grz[:, :H])
+        z = _sigmoid(gi[:, H:2 * H] + grz[:, H:])
         aux = r * h0
         n = np.tanh(gi[:, 2 * H:] + aux @ w_hh[2 * H:].T + bh[2 * H:])
     h1 = n + z * (h0 - n)
@@ -227,7 +227,7 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, 
     for t in _steps(T, reverse):
         pre = gx[t] if hoisted else xt[t] @ w_ih.T + b
         g = pre + h @ w_hh.T
-        i, f, o = sigmoid(g[:, :H]), sigmoid(g[:, H:2 * H]), sigmoid(g[:, 3 * H:])
+        i, f, o = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H]), _sigmoid(g[:, 3 * H:])
         gg = np.tanh(g[:, 2 * H:3 * H])
         c_new = f * c + i * gg
         tc = np.tanh(c_new)
@@ -300,14 +300,14 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, variant="torch", le
         gi = gx[t] if hoisted else xt[t] @ w_ih.T + bi
         if variant == "torch":
             gh = h @ w_hh.T + bh
-            r = sigmoid(gi[:, :H] + gh[:, :H])
-            z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+            r = _sigmoid(gi[:, :H] + gh[:, :H])
+            z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
             aux = gh[:, 2 * H:]
             n = np.tanh(gi[:, 2 * H:] + r * aux)
         else:
             grz = h @ w_hh[:2 * H].T + bh[:2 * H]
-            r = sigmoid(gi[:, :H] + grz[:, :H])
-            z = sigmoid(gi[:, H:2 * H] + grz[:, H:])
+            r = _sigmoid(gi[:, :H] + grz[:, :H])
+            z = _sigmoid(gi[:, H:2 * H] + grz[:, H:])
             aux = r * h
             n = np.tanh(gi[:, 2 * H:] + aux @ w_hh[2 * H:].T + bh[2 * H:])
         h_new = n + z * (h - n)
