@@ -30,7 +30,7 @@ def _demo(args):
     from .examples import char_lstm, digits_cnn
 
     print(f"nnkern {nk.__version__} demo: {nk.get_num_threads()} threads, SIMD {nk.simd_level()}\n")
-    print("== 1/2  CNN on the 1,797 UCI handwritten digits (8x8), Adam + cosine LR + augmentation")
+    print("== 1/2  CNN on the 1,797 UCI handwritten digits (8x8), Adam + cosine LR")
     res = digits_cnn.run(epochs=4 if args.quick else 20, progress=not args.no_progress,
                          plot_path=args.plot)
     print(f"digits CNN: test accuracy {res['test_accuracy']:.4f} on {res['n_test']} held-out images "
