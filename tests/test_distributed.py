@@ -72,3 +72,19 @@ def test_shard_layout():
     np.testing.assert_array_equal(shard(x, 1, 4), [1, 5, 9, 13, 17])
     with pytest.raises(ValueError, match="rank 2 is not in"):
         shard(x, 2, 2)
+
+
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
+def test_distributed_example_runs_on_two_ranks(model):
+    import nnkern
+
+    pkg_parent = os.path.dirname(os.path.dirname(nnkern.__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=pkg_parent + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "nnkern.examples.distributed_train", "--model", model,
+           "--steps", "3", "--batch", "8"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{model}: 2 rank(s) x 1 thread(s), batch 8/rank" in proc.stdout
+    assert "bytes reduced per rank per step in 1 MPI call(s)" in proc.stdout
+    assert proc.stdout.count("rank(s) x") == 1  # only rank 0 prints
