@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -18,3 +20,19 @@ def test_readme_starts_with_two_commands():
     assert "pip install" in cmds[1] and "pytest" in cmds[1]
     # it is the first block of the file, right after the introduction
     assert readme.index("```sh") < readme.index("## ")
+
+
+def test_readme_training_loop_runs_and_learns():
+    """The README's Python example is real code: run it and check that it learned the digits."""
+    if not (ROOT / "README.md").exists():
+        pytest.skip("README.md is not next to the tests (running against an installed copy)")
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"```python\n(.*?)```", readme, re.S)
+    if m is None:
+        return
+    ns = {}
+    exec(compile(m.group(1), "README.md", "exec"), ns)
+    nk, model, x, y = ns["nk"], ns["model"], ns["x"], ns["y"]
+    model.eval()
+    acc = float((model(x).argmax(1) == y).mean())
+    assert acc > 0.95, acc  # training accuracy after 10 epochs
