@@ -13,6 +13,29 @@ import numpy as np
 
 from fuzz_roles import Buf, Case, Fwd, Idx, In, Mask
 
+# Open findings (FUZZ.md): (kernel, status) pairs the CI test tolerates *and reports*; every entry
+# has a repro in FUZZ.md. Remove an entry when the bug is fixed (the test then guards it).
+KNOWN_FINDINGS = {
+    # nnkern and the NumPy twin disagree on where NaN/Inf inputs give NaN vs +-Inf (needs triage
+    # against torch: e.g. BCE with target=+inf: torch and the twin give -inf, nnkern NaN).
+    **{(k, "nan_mismatch"): "NaN/Inf propagation differs from the twin" for k in (
+        "adam_step", "adam_step_multi", "adamw_step", "adamw_step_multi", "rmsprop_step", "rmsprop_step_multi",
+        "sgd_step", "sgd_step_multi", "adagrad_step", "adagrad_step_multi", "adadelta_step", "adadelta_step_multi",
+        "batch_norm", "batch_norm_backward", "binary_cross_entropy_with_logits",
+        "binary_cross_entropy_with_logits_backward", "binary_cross_entropy_with_logits_forward_backward",
+        "cross_entropy", "cross_entropy_backward", "cross_entropy_forward_backward",
+        "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward", "rnn_cell", "rnn_cell_backward",
+        "lstm_sequence", "gru_sequence", "rnn_sequence", "lstm_sequence_backward", "gru_sequence_backward",
+        "rnn_sequence_backward")},
+    # gru_sequence_backward accepts dy whose last dim is not the hidden size (FUZZ.md finding 2)
+    ("gru_sequence_backward", "accepted_invalid"): "dy's hidden dim is not checked against ws",
+    ("lstm_sequence_backward", "accepted_invalid"): "dy's hidden dim is not checked against ws",
+    ("rnn_sequence_backward", "accepted_invalid"): "dy's hidden dim is not checked against ws",
+    # max_pool2d on an empty input with a huge spatial extent loops over it (20 s for W = 2**33)
+    ("max_pool2d", "hang"): "linear-time work on an empty input with a huge spatial extent",
+    ("max_pool2d", "nan_mismatch"): "NaN/Inf propagation differs from the twin",
+}
+
 # Public kernels deliberately without a fuzz spec (justified). Empty: everything is fuzzed.
 EXCLUDED = {}
 
@@ -176,7 +199,8 @@ def _matmul(g, name):
     b = g.arr((n, k) if tb else (k, n))
     beta = float(g.choice([0.0, 0.0, 1.0, -0.5]))
     out = Buf(g.arr((m, n))) if (beta != 0.0 or g.coin(0.3)) else None
-    return Case([In(a), In(b), out, ta, tb], dict(alpha=float(g.rng.uniform(-2, 2)), beta=beta))
+    strict = out is not None  # without out=, M and N follow a and b (K must still agree)
+    return Case([In(a, strict_shape=strict), In(b, strict_shape=strict), out, ta, tb], dict(alpha=float(g.rng.uniform(-2, 2)), beta=beta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,14 +412,14 @@ def _bn(g, name):
         s = (max(s[0], 2), s[1]) + tuple(max(e, 1) for e in s[2:])
     running = g.coin(0.8) or not training
     role = Buf if training else In
-    rm = role(g.arr((c,)) * 0.1, optional=True) if running else None
-    rv = role(g.pos((c,)), optional=True) if running else None
+    rm = role(g.arr((c,)) * 0.1) if running else None  # None only together with running_var
+    rv = role(g.pos((c,))) if running else None
     w = In(g.arr((c,)), optional=True) if g.coin() else None
     b = In(g.arr((c,)), optional=True) if g.coin() else None
     kw = dict(out=g.out(s))
     if g.coin(0.3):
-        kw["save_mean_out"] = Buf(g.arr((c,)))
-        kw["save_invstd_out"] = Buf(g.arr((c,)))
+        kw["save_mean_out"] = Buf(g.arr((c,)), optional=True)
+        kw["save_invstd_out"] = Buf(g.arr((c,)), optional=True)
     return Case([In(g.arr(s), strict_shape=False), rm, rv, w, b, training, float(g.rng.uniform(0, 1)),
                  float(g.choice([1e-5, 1e-3, 0.1]))], kw, scale=10)
 
@@ -414,8 +438,8 @@ def _bn_b(g, name):
     w = In(g.arr((c,)), optional=True) if g.coin() else None
     kw = dict(out=g.out(s))
     if g.coin(0.3):
-        kw["dweight_out"] = Buf(g.arr((c,)))
-        kw["dbias_out"] = Buf(g.arr((c,)))
+        kw["dweight_out"] = Buf(g.arr((c,)), optional=True)
+        kw["dbias_out"] = Buf(g.arr((c,)), optional=True)
     return Case([In(g.arr(s)), In(x), w, In(mean.astype(g.dt)), In(invstd.astype(g.dt)), training], kw, scale=10)
 
 
@@ -424,7 +448,7 @@ def _dropout(g, name):
     s = _any_shape(g)
     kw = dict(out=g.out(s))
     if g.coin(0.3):
-        kw["mask_out"] = Buf(np.zeros(s, bool))
+        kw["mask_out"] = Buf(np.zeros(s, bool), optional=True)
     return Case([In(g.arr(s), strict_shape=False, strict_ndim=False), float(g.choice([0.0, 0.2, 0.5, 0.9])),
                  int(g.rng.integers(0, 2**63))], kw)
 
