@@ -450,6 +450,9 @@ def close(a, b, dtype, scale):
 
 def run_one(name, seed):
     """Runs case (name, seed). Returns a dict: status, expect, desc, detail."""
+    if name.startswith("nn."):
+        import fuzz_layers
+        return fuzz_layers.run_layer(name, seed)
     case, ref, expect, desc, dtype = draw(name, seed)
     allowed = (TypeError, ValueError) + EXTRA_EXCEPTIONS.get(name, ())
     if expect == "huge":

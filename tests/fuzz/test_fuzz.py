@@ -103,6 +103,18 @@ def test_fuzz_budget():
     assert not bad, f"{len(bad)} fuzz failures:\n" + _format(bad)
 
 
+def test_fuzz_layers():
+    """Layers: forward/backward with random shapes, layouts, NaN/Inf and bad inputs, in a child."""
+    import fuzz_layers
+    names = ["nn." + n for n in fuzz_layers.LAYERS]
+    n = int(os.environ.get("NNKERN_FUZZ_LAYER_CALLS", str(len(names) * 12)))
+    results = fuzz_runner.run_cases(fuzz_runner.plan(names, n, SEED), timeout=30.0)
+    total, _ = fuzz_runner.summarize(results)
+    print(f"\nfuzz layers: {len(results)} calls: {dict(total)}")
+    bad = _unexpected(results)
+    assert not bad, f"{len(bad)} layer fuzz failures:\n" + _format(bad)
+
+
 @settings(max_examples=int(os.environ.get("NNKERN_FUZZ_HYPOTHESIS", "60")), deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 @given(name=st.sampled_from(sorted(SPECS)), seed=st.integers(0, 2**40))
