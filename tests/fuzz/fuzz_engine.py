@@ -122,6 +122,8 @@ def draw(name, seed):
             expect, desc = apply(mut, trial, ref, rng, np.dtype(dtype), name)
         except Skip:
             continue
+        if desc.startswith("sole float"):
+            dtype = np.float32 if np.dtype(dtype) == np.float64 else np.float64
         return trial, ref, expect, f"{mut}: {desc}", np.dtype(dtype)
     return copy.deepcopy(case), copy.deepcopy(case), "valid", "valid (no mutation applied)", np.dtype(dtype)
 
@@ -216,7 +218,8 @@ def apply(mut, case, ref, rng, dtype, name):
             if dt == np.bool_:
                 raise Skip
             v.a = _astype(v.a, dt)
-            return "raise", f"bool buffer {_slot_desc(c, k)} as {dt}"
+            # dropout's mask_out= also takes uint8 (same itemsize; written as 0/1)
+            return ("either" if dt == np.uint8 else "raise"), f"bool buffer {_slot_desc(c, k)} as {dt}"
         v.a = _astype(v.a, dt)
         if v.list_ok:
             mirror(v, rs[i][2])
@@ -233,7 +236,7 @@ def apply(mut, case, ref, rng, dtype, name):
         if n_float == 1 and v.kind == "in":
             # the only float argument fixes the call's dtype: valid, twin on the same values
             rs[i][2].a = rs[i][2].a.astype(other)
-            return "either", f"sole float {_slot_desc(c, k)} as {np.dtype(other)}"
+            return "either", f"sole float {_slot_desc(c, k)} as {np.dtype(other)}".replace("sole", "sole", 1)
         if v.list_ok or not v.strict_shape:
             mirror(v, rs[i][2])  # free-form arrays (weights, gradient lists) may mix dtypes
             return "either", f"{_slot_desc(c, k)} as {np.dtype(other)} (mixed dtypes)"
