@@ -438,7 +438,7 @@ def _bn(g, name):
     if g.coin(0.3):
         kw["save_mean_out"] = Buf(g.arr((c,)), optional=True)
         kw["save_invstd_out"] = Buf(g.arr((c,)), optional=True)
-    return Case([In(g.arr(s), strict_shape=False), rm, rv, w, b, training, float(g.rng.uniform(0, 1)),
+    return Case([In(g.arr(s), strict_shape=False, strict_ndim=False), rm, rv, w, b, training, float(g.rng.uniform(0, 1)),
                  float(g.choice([1e-5, 1e-3, 0.1]))], kw, scale=10)
 
 
