@@ -96,7 +96,10 @@ def _numpy_cnn_step(state, x, y, p_drop, rng):
     pooled, idx = ref.max_pool2d(a2, 2)
     f = pooled.reshape(len(x), -1)
     h = np.maximum(f @ w3.T + b3, 0)
-    mask = (rng.random(h.shape, dtype=np.float32) >= p_drop).astype(np.float32) * np.float32(1 / (1 - p_drop))
+    if p_drop > 0:
+        mask = (rng.random(h.shape, dtype=np.float32) >= p_drop).astype(np.float32) * np.float32(1 / (1 - p_drop))
+    else:
+        mask = np.float32(1)
     hd = h * mask
     logits = hd @ w4.T + b4
     loss, dlogits = ref.cross_entropy_forward_backward(logits, y)
@@ -138,14 +141,14 @@ def _numpy_lstm_step(state, x, y):
 # torch twins of the models
 
 
-def _torch_cnn(torch):
+def _torch_cnn(torch, dropout=0.25):
     nn = torch.nn
     return nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
         nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
-        nn.Dropout(0.25),
+        nn.Dropout(dropout),
         nn.Linear(64, 10),
     )
 
@@ -184,7 +187,7 @@ def _torch_impls(torch, make_model, nk_state, lr, x, y, flat_logits):
             loss = ce(logits.reshape(-1, logits.shape[-1]), ty.reshape(-1)) if flat_logits else ce(logits, ty)
             loss.backward()
             opt.step()
-            return loss
+            return loss.detach()
 
         impls.append(Impl(name, step, note))
     return impls
@@ -194,12 +197,17 @@ def _torch_impls(torch, make_model, nk_state, lr, x, y, flat_logits):
 # Cases
 
 
-def _cnn_setup():
+def _cnn_setup(dropout=0.25):
+    """The digits-CNN implementations; ``dropout`` overrides the Dropout layer's p in all of them
+    (tests set it to 0 so that the implementations' losses can be compared step by step)."""
     import nnkern as nk
     from nnkern.examples.digits_cnn import build_model
 
     x, y = _digits_batch(CNN_BATCH)
     model = build_model(0)
+    drops = [m for m in model.modules() if isinstance(m, nk.nn.Dropout)]
+    assert len(drops) == 1, "the digits CNN has one Dropout layer"
+    drops[0].p = float(dropout)
     init_state = {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
     opt = nk.optim.Adam(model.parameters(), lr=2e-3)
     crit = nk.nn.CrossEntropyLoss()
@@ -217,7 +225,7 @@ def _cnn_setup():
     rng = np.random.default_rng(0)
 
     def np_step():
-        loss, grads = _numpy_cnn_step(np_state, x, y, 0.25, rng)
+        loss, grads = _numpy_cnn_step(np_state, x, y, dropout, rng)
         np_opt.step(grads)
         return loss
 
@@ -226,7 +234,7 @@ def _cnn_setup():
     torch = torch_or_none()
     if torch is not None:
         torch.manual_seed(0)
-        impls += _torch_impls(torch, lambda: _torch_cnn(torch), init_state, 2e-3, x, y, flat_logits=False)
+        impls += _torch_impls(torch, lambda: _torch_cnn(torch, dropout), init_state, 2e-3, x, y, flat_logits=False)
     return impls
 
 
