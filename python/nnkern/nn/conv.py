@@ -65,9 +65,6 @@ class _ConvNd(Module):
             bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
             init.uniform_(self.bias, -bound, bound, rng=rng)
 
-    def _options(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
-
     def _normalized_options(self, w):
         """(stride, padding pairs, dilation, groups) as the kernels take them, normalised once and
         reused while the options and the weight shape stay the same (the normalisation is
