@@ -21,14 +21,23 @@ def test_cases_and_names():
 
 @pytest.fixture
 def one_thread():
-    """nnkern and torch on one thread (the comparison does not need more; keeps the test quick on
-    a loaded machine), restored afterwards."""
+    """nnkern, torch and NumPy's BLAS on one thread (the comparison does not need more, and an
+    oversubscribed machine makes spinning thread pools very slow), restored afterwards."""
+    import contextlib
+
     torch = bench.torch_or_none()
     old = nk.get_num_threads(), torch.get_num_threads() if torch is not None else None
+    try:
+        from threadpoolctl import threadpool_limits
+
+        blas = threadpool_limits(1)
+    except ImportError:
+        blas = contextlib.nullcontext()
     nk.set_num_threads(1)
     if torch is not None:
         torch.set_num_threads(1)
-    yield
+    with blas:
+        yield
     nk.set_num_threads(old[0])
     if torch is not None:
         torch.set_num_threads(old[1])
