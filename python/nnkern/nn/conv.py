@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .. import init
+from .. import _core, init
 from ..ops.conv import _ntuple, _spatial_options
 from ..ops import conv as F
 from .module import Module
@@ -53,6 +53,8 @@ class _ConvNd(Module):
             self.register_parameter("bias", None)
         self.reset_parameters(rng)
         self._x = None
+        self._options_key = None
+        self._kernel_options = None
 
     def reset_parameters(self, rng=None):
         """torch's default: kaiming_uniform_(a=sqrt(5)) for the weight, i.e. U(+-1/sqrt(fan_in)),
@@ -63,8 +65,17 @@ class _ConvNd(Module):
             bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
             init.uniform_(self.bias, -bound, bound, rng=rng)
 
-    def _options(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+    def _normalized_options(self, w):
+        """(stride, padding pairs, dilation, groups) as the kernels take them, normalised once and
+        reused while the options and the weight shape stay the same (the normalisation is
+        pure-Python argument checking: tens of microseconds, per call, on small layers)."""
+        key = (self.stride, self.padding, self.dilation, self.groups, w.shape)
+        if key != self._options_key:
+            fn = "conv2d" if self._nd == 2 else "conv1d"
+            self._kernel_options = F.normalize(fn, self._nd, w, self.stride, self.padding, self.dilation,
+                                               self.groups)
+            self._options_key = key
+        return self._kernel_options
 
     def _check_input(self, x):
         w = self.weight.data
@@ -79,9 +90,10 @@ class _ConvNd(Module):
 
     def forward(self, x):
         self._check_input(x)
+        w = self.weight.data
         b = self.bias.data if self.bias is not None else None
-        conv = F.conv2d if self._nd == 2 else F.conv1d
-        y = conv(x, self.weight.data, b, **self._options())
+        conv = _core._conv2d if self._nd == 2 else _core._conv1d
+        y = conv(x, w, b, *self._normalized_options(w), None)  # as F.conv2d / F.conv1d
         self._x = x
         return y
 
@@ -105,9 +117,10 @@ class _ConvNd(Module):
                 gw.fill(0)
             if want_b and not acc_b:
                 gb.fill(0)
-        backward = F.conv2d_backward if self._nd == 2 else F.conv1d_backward
-        dx, _, _ = backward(dy, x, w, **self._options(), need_dx=True,
-                            need_dw=want_w, need_db=want_b, dw_out=gw, db_out=gb, accumulate=accumulate)
+        backward = _core._conv2d_backward if self._nd == 2 else _core._conv1d_backward
+        # as F.conv2d_backward / F.conv1d_backward: (need_dx, need_dw, need_db, dx_out, dw_out, db_out, accumulate)
+        dx, _, _ = backward(dy, x, w, *self._normalized_options(w), True, bool(want_w), bool(want_b),
+                            None, gw, gb, bool(accumulate))
         return dx
 
     def extra_repr(self):
