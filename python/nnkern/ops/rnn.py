@@ -110,7 +110,7 @@ def _sequence_backward(kind, fn, dy, dh_n, dc_n, ws, x):
     grads = (np.empty((G * H, F), dtype), np.empty((G * H, H), dtype), np.empty(G * H, dtype),
              np.empty(G * H, dtype))
     _core._rnn_seq_backward(kind, ws, x, dy, 0, dh_n, dc_n, dx, False, dh0, dc0, grads,
-                            (False, False, False, False))
+                            (False, False, False, False), dy_exact=True)
     return dx, dh0, dc0, grads
 
 
