@@ -42,6 +42,53 @@ def test_window_entirely_in_padding():
         nk.max_pool2d(np.ones((1, 1, 1, 1), np.float32), 2, padding=1, dilation=2)
 
 
+def _first_window_in_padding(n, out, k, s, p, d):
+    """Brute force: the first output index whose window has no tap inside [0, n), or -1."""
+    for i in range(out):
+        if not any(0 <= i * s - p + t * d < n for t in range(k)):
+            return i
+    return -1
+
+
+def test_window_in_padding_rule_matches_brute_force():
+    """The closed-form check (no loop over every window) agrees with a scan of all windows."""
+    checked = 0
+    for n in range(1, 9):
+        for k in range(1, 5):
+            for s in range(1, 4):
+                for p in range(0, k // 2 + 1):
+                    for d in range(1, 5):
+                        for ceil_mode in (False, True):
+                            kw = dict(kernel_size=(1, k), stride=(1, s), padding=(0, p), dilation=(1, d),
+                                      ceil_mode=ceil_mode)
+                            span = n + 2 * p - d * (k - 1) - 1
+                            if span < 0:
+                                continue
+                            out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+                            if ceil_mode and (out - 1) * s >= n + p:
+                                out -= 1
+                            bad = _first_window_in_padding(n, out, k, s, p, d)
+                            x = np.ones((1, 1, 1, n))
+                            if bad < 0:
+                                assert nk.max_pool2d(x, **kw)[0].shape == (1, 1, 1, out)
+                            else:
+                                with pytest.raises(ValueError, match=rf"window of output column {bad} covers only"):
+                                    nk.max_pool2d(x, **kw)
+                            checked += bad >= 0
+    assert checked > 10  # the sweep does reach the error
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: nk.max_pool2d(x, 2)[0], lambda x: nk.avg_pool2d(x, 2), lambda x: nk.adaptive_avg_pool2d(x, 3),
+    lambda x: nk.adaptive_max_pool2d(x, 3)[0], nk.global_avg_pool2d, lambda x: nk.global_max_pool2d(x)[0]])
+def test_empty_batch_with_huge_extent_returns_empty(fn):
+    """N*C == 0 with W = 2**33: nothing to compute, so no work proportional to W (fuzz finding:
+    max_pool2d/avg_pool2d scanned every window, ~20 s). A hang here would show as a test timeout."""
+    x = np.empty((0, 1, 3, 2**33 + 3), np.float32)
+    y = fn(x)
+    assert y.shape[0] == 0 and y.size == 0
+
+
 @pytest.mark.parametrize("fn", [
     lambda x: nk.max_pool2d(x, 2), lambda x: nk.avg_pool2d(x, 2), lambda x: nk.adaptive_avg_pool2d(x, 2),
     lambda x: nk.adaptive_max_pool2d(x, 2)])
