@@ -227,3 +227,23 @@ def test_avg_and_adaptive_argument_errors():
     with pytest.raises(ValueError, match=r"adaptive_max_pool2d: the output \(1, 1, 2147483647, 2147483647\) would "
                                          r"be too large"):
         nk.adaptive_max_pool2d(np.ones((1, 1, 1, 1), np.float32), 2**31 - 1)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_global_backward_needs_a_1x1_dy(batched):
+    """global_*_pool2d_backward: dy must be the global output's shape (fuzz finding: any spatial size
+    was accepted and treated as an adaptive-pool gradient)."""
+    x_shape = (2, 3, 4, 5) if batched else (3, 4, 5)
+    lead = x_shape[:-2]
+    dims = r"\(N, C, 1, 1\)" if batched else r"\(C, 1, 1\)"
+    lead_s = ", ".join(map(str, lead))
+    for bad in ((2, 2), (1, 2), (4, 5)):
+        dy = np.ones(lead + bad, np.float32)
+        with pytest.raises(ValueError, match=rf"global_avg_pool2d_backward: dy has shape \({lead_s}, {bad[0]}, {bad[1]}\), "
+                                             rf"expected \({lead_s}, 1, 1\) {dims}"):
+            nk.global_avg_pool2d_backward(dy, x_shape)
+        with pytest.raises(ValueError, match=rf"global_max_pool2d_backward: dy has shape \({lead_s}, {bad[0]}, "):
+            nk.global_max_pool2d_backward(dy, np.zeros(dy.shape, np.int64), x_shape)
+    dy = np.ones(lead + (1, 1), np.float32)
+    np.testing.assert_allclose(nk.global_avg_pool2d_backward(dy, x_shape), np.full(x_shape, 1 / 20, np.float32))
+    assert nk.global_max_pool2d_backward(dy, np.zeros(dy.shape, np.int64), x_shape).shape == x_shape
