@@ -489,6 +489,16 @@ def test_bce_errors():
     with pytest.raises(ValueError, match=r"binary_cross_entropy_with_logits: pos_weight has shape \(2, 4, 3\), which "
                                          r"does not broadcast to the shape of x \(4, 3\)"):
         f(x, t, pos_weight=np.ones((2, 4, 3), np.float32))
+    # more dims than x, even leading 1s, as torch ("output with shape [4, 3] doesn't match the broadcast
+    # shape [1, 4, 3]"); fuzz finding: a (1, 4, 3) weight gave a (4, 3) result for reduction='none'
+    for fn in (f, nk.binary_cross_entropy_with_logits_backward, nk.binary_cross_entropy_with_logits_forward_backward,
+               ref.binary_cross_entropy_with_logits, ref.binary_cross_entropy_with_logits_backward):
+        for kw in (dict(weight=np.ones((1, 4, 3), np.float32)), dict(pos_weight=np.ones((1, 1, 3), np.float32)),
+                   dict(weight=np.ones((1, 1, 1), np.float32))):
+            name, w = next(iter(kw.items()))
+            with pytest.raises(ValueError, match=rf"{fn.__name__}: {name} has shape \({', '.join(map(str, w.shape))}\), "
+                                                 r"which does not broadcast to the shape of x \(4, 3\)"):
+                fn(x, t, reduction="none", **kw)
     with pytest.raises(ValueError, match=r"binary_cross_entropy_with_logits: weight has shape \(4, 1\), which does not "
                                          r"match the trailing dims of x"):
         nk._core.binary_cross_entropy_with_logits(x, t, np.ones((4, 1), np.float32))
