@@ -302,6 +302,19 @@ def test_empty_and_zero_tensors(name):
     call_step(nk, name, [], [], [], 1, cfg, multi=True)
 
 
+@pytest.mark.parametrize("case", ALL_CONFIGS, ids=config_id)
+def test_zero_d_parameters_match_twin(rng, case):
+    """0-d parameters (scalars) in every configuration; the twin used to fail on them with
+    weight_decay or maximize (numpy returns a scalar where an out= array was needed: fuzz finding)."""
+    name, i = case
+    cfg = CONFIGS[name][i]
+    params = [np.array(rng.standard_normal())]
+    grads = [[np.array(rng.standard_normal())] for _ in range(3)]
+    assert_runs_close(run(nk, name, cfg, params, grads), run(ref, name, cfg, params, grads), np.float64)
+    assert_runs_close(run(nk, name, cfg, params, grads, multi=True), run(ref, name, cfg, params, grads, multi=True),
+                      np.float64)
+
+
 def test_decoupled_weight_decay_without_grad_signal():
     # AdamW with zero gradients only decays: p * (1 - lr * wd) exactly, up to the zero update.
     p = np.array([1.0, -2.0, 3.0])

@@ -32,10 +32,11 @@ __all__ = [
 
 def _effective_grad(p, g, weight_decay, maximize):
     """g' = (-g if maximize else g) + weight_decay * p; g itself when nothing changes."""
+    # np.asarray: for a 0-d p, numpy returns a scalar, which cannot be an out= array
     if weight_decay != 0:
-        gp = np.multiply(p, weight_decay)
+        gp = np.asarray(np.multiply(p, weight_decay))
         return np.subtract(gp, g, out=gp) if maximize else np.add(gp, g, out=gp)
-    return np.negative(g) if maximize else g
+    return np.asarray(np.negative(g)) if maximize else g
 
 
 def _scratch(p, scratch):
@@ -92,7 +93,7 @@ def sgd_step(p, g, momentum_buffer=None, step=None, lr=1e-3, momentum=0.0, dampe
                 np.multiply(gp, 1 - dampening, out=s)
                 buf += s
         if nesterov:
-            d = np.multiply(buf, momentum)
+            d = np.asarray(np.multiply(buf, momentum))
             d += gp
         else:
             d = buf
@@ -151,7 +152,7 @@ def adadelta_step(p, g, square_avg, acc_delta, lr=1.0, rho=0.9, eps=1e-6, weight
     s *= 1 - rho
     square_avg += s
     # delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g'
-    delta = np.add(acc_delta, eps)
+    delta = np.asarray(np.add(acc_delta, eps))  # an array even for a 0-d acc_delta (out= below)
     np.sqrt(delta, out=delta)
     np.add(square_avg, eps, out=s)
     np.sqrt(s, out=s)
