@@ -268,6 +268,22 @@ def test_nan_inf_propagate_like_twin(rng, name, dtype):
     np.testing.assert_allclose(p_ours[finite], p_ref[finite], **tol(dtype, 4.0))
 
 
+@pytest.mark.parametrize("mod", [nk, ref], ids=["nnkern", "twin"])
+def test_lerp_with_infinite_gradient_follows_torch(mod):
+    """m = torch.lerp(m, g, 1 - beta1): torch evaluates a + w (b - a) for w < 0.5 (m -> inf for
+    g = inf) and b - (b - a)(1 - w) otherwise (inf - inf = NaN); torch 2.13 gives [inf] and [nan]
+    for m = 0.5, g = inf, beta1 = 0.9 / 0.3. The twin used one formula and gave NaN for both
+    (fuzz finding). Same for rmsprop's centered grad_avg = lerp(grad_avg, g, 1 - alpha)."""
+    for beta1, want in ((0.9, np.inf), (0.3, np.nan)):
+        p, g, m, v = np.array([1.0]), np.array([np.inf]), np.array([0.5]), np.array([0.25])
+        mod.adam_step(p, g, m, v, 1, betas=(beta1, 0.999))
+        np.testing.assert_array_equal(m, [want])
+    for alpha, want in ((0.9, -np.inf), (0.3, np.nan)):
+        p, g, sq, ga = np.array([1.0]), np.array([-np.inf]), np.array([0.5]), np.array([0.25])
+        mod.rmsprop_step(p, g, sq, None, ga, alpha=alpha, centered=True)
+        np.testing.assert_array_equal(ga, [want])
+
+
 def test_sgd_first_step_ignores_buffer_contents(rng):
     # The momentum buffer of step 1 may hold anything (NaN-prefilled): it is set, never read.
     p = rng.standard_normal(100)
