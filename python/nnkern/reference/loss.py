@@ -112,7 +112,8 @@ def _ce_core(logits, target, weight, ignore_index, label_smoothing, fn):
     wt = np.where(valid, w[tc], 0).astype(dtype)
     rows = np.arange(M)
     eps = dtype.type(label_smoothing)
-    loss = (1 - eps) * wt * -logp[rows, tc]
+    # ignored rows give 0 even when their logits are NaN (torch gathers only the target's log-prob)
+    loss = np.where(valid, (1 - eps) * wt * -logp[rows, tc], 0)
     if label_smoothing:
         smooth = -(logp * w).sum(axis=1)
         loss = loss + eps / C * np.where(valid, smooth, 0)
@@ -138,8 +139,11 @@ def _ce_grad(c, reduction, grad_output, dtype):
     else:
         g = np.full(wt.shape, go, dtype)
     g = np.where(c["valid"], g, 0).astype(dtype)
-    a = (1 - eps) * wt + eps / C * w.sum()
-    grad = c["p"] * (g * a)[:, None] - (g * eps / C)[:, None] * w[None, :]
+    if eps:
+        a = (1 - eps) * wt + eps / C * w.sum()
+        grad = c["p"] * (g * a)[:, None] - (g * eps / C)[:, None] * w[None, :]
+    else:  # no smoothing terms at all (0 * an infinite weight sum would make every element NaN)
+        grad = c["p"] * (g * wt)[:, None]
     grad[c["rows"], c["tc"]] -= g * (1 - eps) * wt
     return c["restore"](grad.astype(dtype))
 
