@@ -134,6 +134,22 @@ struct SoftmaxDims {
   index_t outer, D, inner;
 };
 
+// dim: a Python int (or any __index__ object such as numpy.int64), never a bool or a float.
+// Ints beyond 64 bits are out of range like any other too-large dim.
+long long dim_arg(py::handle obj, const char* fn) {
+  if (PyBool_Check(obj.ptr()) || !py::hasattr(obj, "__index__")) {
+    type_error(fn, "dim must be an int, got ", type_name(obj));
+  }
+  py::object as_int = py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
+  if (!as_int) throw py::error_already_set();
+  int overflow = 0;
+  const long long dim = PyLong_AsLongLongAndOverflow(as_int.ptr(), &overflow);
+  if (overflow != 0) {
+    value_error(fn, "dim ", py::str(as_int).cast<std::string>(), " is out of range (not a 64-bit int)");
+  }
+  return dim;
+}
+
 SoftmaxDims softmax_dims(const py::array& x, long long dim, const char* fn) {
   const long long nd = x.ndim();
   const long long lo = nd == 0 ? -1 : -nd, hi = nd == 0 ? 1 : nd;  // a 0-d x acts like shape (1,)
@@ -317,10 +333,10 @@ void bind_act(py::module_& m) {
 
   m.def(
       "softmax",
-      [](py::object x, long long dim, py::object out) -> py::object {
+      [](py::object x, py::object dim, py::object out) -> py::object {
         return dispatch_float(x, "softmax", "x", [&](auto t) -> py::object {
           using T = decltype(t);
-          return softmax_forward_impl<T>("softmax", x, dim, out,
+          return softmax_forward_impl<T>("softmax", x, dim_arg(dim, "softmax"), out,
                                          [](T* y, const T* px, index_t o, index_t D, index_t i) {
                                            softmax_forward<T>(y, px, o, D, i);
                                          });
@@ -331,10 +347,10 @@ void bind_act(py::module_& m) {
       "the last dim is the fastest). out= may be x itself.");
   m.def(
       "softmax_backward",
-      [](py::object dy, py::object y, long long dim, py::object out) -> py::object {
+      [](py::object dy, py::object y, py::object dim, py::object out) -> py::object {
         return dispatch_float(dy, "softmax_backward", "dy", [&](auto t) -> py::object {
           using T = decltype(t);
-          return softmax_backward_impl<T>("softmax_backward", dy, y, dim, out,
+          return softmax_backward_impl<T>("softmax_backward", dy, y, dim_arg(dim, "softmax_backward"), out,
                                           [](T* dx, const T* g, const T* py_, index_t o, index_t D, index_t i) {
                                             softmax_backward<T>(dx, g, py_, o, D, i);
                                           });
@@ -345,10 +361,10 @@ void bind_act(py::module_& m) {
       "output y. out= may be dy or y itself.");
   m.def(
       "log_softmax",
-      [](py::object x, long long dim, py::object out) -> py::object {
+      [](py::object x, py::object dim, py::object out) -> py::object {
         return dispatch_float(x, "log_softmax", "x", [&](auto t) -> py::object {
           using T = decltype(t);
-          return softmax_forward_impl<T>("log_softmax", x, dim, out,
+          return softmax_forward_impl<T>("log_softmax", x, dim_arg(dim, "log_softmax"), out,
                                          [](T* y, const T* px, index_t o, index_t D, index_t i) {
                                            log_softmax_forward<T>(y, px, o, D, i);
                                          });
@@ -359,10 +375,10 @@ void bind_act(py::module_& m) {
       "out= may be x itself.");
   m.def(
       "log_softmax_backward",
-      [](py::object dy, py::object y, long long dim, py::object out) -> py::object {
+      [](py::object dy, py::object y, py::object dim, py::object out) -> py::object {
         return dispatch_float(dy, "log_softmax_backward", "dy", [&](auto t) -> py::object {
           using T = decltype(t);
-          return softmax_backward_impl<T>("log_softmax_backward", dy, y, dim, out,
+          return softmax_backward_impl<T>("log_softmax_backward", dy, y, dim_arg(dim, "log_softmax_backward"), out,
                                           [](T* dx, const T* g, const T* py_, index_t o, index_t D, index_t i) {
                                             log_softmax_backward<T>(dx, g, py_, o, D, i);
                                           });

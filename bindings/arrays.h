@@ -119,13 +119,14 @@ inline py::array require_ndarray(py::handle obj, const char* fn, const char* nam
 // Which float type a call computes in: float32 or float64, from its first float argument.
 enum class FloatKind { f32, f64 };
 
+// Byte order does not matter here: a byte-swapped input is converted by input<T>(), and a
+// byte-swapped in-place buffer is refused by inplace<T>() with its own message.
 inline FloatKind float_kind(py::handle obj, const char* fn, const char* name) {
   py::array a = require_ndarray(obj, fn, name);
   if (a.dtype().is(py::dtype::of<float>())) return FloatKind::f32;
   if (a.dtype().is(py::dtype::of<double>())) return FloatKind::f64;
-  // Equal but not identical dtype objects (e.g. '<f4' made by hand) are still fine.
-  if (a.dtype().equal(py::dtype::of<float>())) return FloatKind::f32;
-  if (a.dtype().equal(py::dtype::of<double>())) return FloatKind::f64;
+  if (a.dtype().kind() == 'f' && a.dtype().itemsize() == 4) return FloatKind::f32;
+  if (a.dtype().kind() == 'f' && a.dtype().itemsize() == 8) return FloatKind::f64;
   type_error(fn, name, " has dtype ", dtype_str(a), ", expected float32 or float64");
 }
 
@@ -139,6 +140,12 @@ auto dispatch_float(py::handle obj, const char* fn, const char* name, F&& f) {
 template <class T>
 bool has_dtype(const py::array& a) {
   return a.dtype().equal(py::dtype::of<T>());
+}
+
+// T's values in any byte order (float32 or float64, native or byte-swapped).
+template <class T>
+bool has_float_type(const py::array& a) {
+  return a.dtype().kind() == 'f' && a.dtype().itemsize() == static_cast<py::ssize_t>(sizeof(T));
 }
 
 inline bool is_c_contiguous(const py::array& a) {
@@ -159,7 +166,7 @@ template <class T>
 py::array_t<T> input(py::handle obj, const char* fn, const char* name,
                      const char* dtype_from = nullptr) {
   py::array a = require_ndarray(obj, fn, name);
-  if (!has_dtype<T>(a)) {
+  if (!has_float_type<T>(a)) {
     if (dtype_from != nullptr) {
       type_error(fn, name, " has dtype ", dtype_str(a), ", expected ", dtype_name<T>(), " (the dtype of ",
                  dtype_from, ")");

@@ -33,7 +33,7 @@ std::pair<index_t, index_t> out_shape_arg(py::handle obj, index_t H, index_t W, 
 // Matrices (N, 2, 3) or one (2, 3) for all images, float32 or float64, as C-ordered doubles.
 py::array_t<double> matrices_arg(py::handle obj, index_t N, const char* fn) {
   py::array a = require_ndarray(obj, fn, "matrices");
-  if (!(a.dtype().equal(py::dtype::of<float>()) || a.dtype().equal(py::dtype::of<double>()))) {
+  if (!(has_float_type<float>(a) || has_float_type<double>(a))) {  // any byte order: converted below
     type_error(fn, "matrices has dtype ", dtype_str(a), ", expected float32 or float64");
   }
   const bool shared = a.ndim() == 2 && a.shape(0) == 2 && a.shape(1) == 3;

@@ -44,9 +44,15 @@ index_t padding_arg(py::handle obj, index_t V, const char* fn) {
   if (py::isinstance<py::bool_>(obj) || !py::hasattr(obj, "__index__")) {
     type_error(fn, "padding_idx must be an int or None, got ", type_name(obj));
   }
-  const long long p = obj.cast<long long>();
-  if (p < -V || p >= V) {
-    value_error(fn, "padding_idx=", p, " must be in [-num_embeddings, num_embeddings) = [", -V, ", ", V, ")");
+  // Any Python int (or __index__ object) of any size: one beyond 64 bits is simply out of range
+  // (a plain cast<long long> would raise pybind11's RuntimeError instead).
+  py::object as_int = py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
+  if (!as_int) throw py::error_already_set();
+  int overflow = 0;
+  const long long p = PyLong_AsLongLongAndOverflow(as_int.ptr(), &overflow);
+  if (overflow != 0 || p < -V || p >= V) {
+    value_error(fn, "padding_idx=", py::str(as_int).cast<std::string>(),
+                " must be in [-num_embeddings, num_embeddings) = [", -V, ", ", V, ")");
   }
   return p < 0 ? p + V : p;
 }

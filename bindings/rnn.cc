@@ -480,7 +480,7 @@ void seq_forward_impl(SeqKind kind, py::handle x, py::handle h0, py::handle c0, 
 template <class T>
 void seq_backward_impl(SeqKind kind, py::handle ws, py::handle x, py::handle dy, index_t dy_col, py::handle dh_n,
                        py::handle dc_n, py::handle dx, bool dx_accumulate, py::handle dh0, py::handle dc0,
-                       py::handle grads, py::handle accumulate) {
+                       py::handle grads, py::handle accumulate, bool dy_exact) {
   const char* fn = seq_name(kind, true);
   const index_t G = seq_gates(kind);
   py::array wsa = require_ndarray(ws, fn, "ws");
@@ -525,7 +525,14 @@ void seq_backward_impl(SeqKind kind, py::handle ws, py::handle x, py::handle dy,
       value_error(fn, "dy has shape ", arr_shape(DY), ", expected (", d0, ", ", d1, ", >= hidden_size) like the output");
     }
     lddy = DY.dim(2);
-    if (dy_col < 0 || dy_col + H > lddy) {
+    // One direction's dy is (.., .., H); a bidirectional layer passes its whole (.., .., 2H) output
+    // gradient and picks its half with dy_col (0 or H). Any other width is a caller's mistake.
+    if (dy_exact ? lddy != H : (lddy != H && lddy != 2 * H)) {
+      value_error(fn, "dy has shape ", arr_shape(DY), ", expected (", d0, ", ", d1, ", ", H,
+                  dy_exact ? ") like the output (last dim = hidden_size)"
+                           : ") like the output (last dim = hidden_size, or 2 * hidden_size when bidirectional)");
+    }
+    if (dy_col < 0 || dy_col + H > lddy || dy_col % H != 0) {
       value_error(fn, "dy_col=", dy_col, " with hidden_size ", H, " does not fit dy's last dim ", lddy);
     }
   }
@@ -1086,17 +1093,17 @@ void bind_rnn(py::module_& m) {
       "_rnn_seq_backward",
       [](const std::string& kind, py::object ws, py::object x, py::object dy, index_t dy_col, py::object dh_n,
          py::object dc_n, py::object dx, bool dx_accumulate, py::object dh0, py::object dc0, py::object grads,
-         py::object accumulate) {
+         py::object accumulate, bool dy_exact) {
         const SeqKind k = parse_kind(kind);
         dispatch_float(ws, seq_name(k, true), "ws", [&](auto t) {
           seq_backward_impl<decltype(t)>(k, ws, x, dy, dy_col, dh_n, dc_n, dx, dx_accumulate, dh0, dc0, grads,
-                                         accumulate);
+                                         accumulate, dy_exact);
           return 0;
         });
       },
       py::arg("kind"), py::arg("ws"), py::arg("x"), py::arg("dy"), py::arg("dy_col"), py::arg("dh_n"),
       py::arg("dc_n"), py::arg("dx"), py::arg("dx_accumulate"), py::arg("dh0"), py::arg("dc0"), py::arg("grads"),
-      py::arg("accumulate"));
+      py::arg("accumulate"), py::arg("dy_exact") = false);
   m.def(
       "_lstm_cell_kernel_seconds",
       [](py::array_t<float> x, py::array_t<float> h0, py::array_t<float> c0, py::array_t<float> w_ih,

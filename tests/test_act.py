@@ -427,3 +427,19 @@ def test_empty_arrays():
         assert f(np.ones((0, 5), np.float32)).shape == (0, 5)
     dx, dw = nk.prelu_backward(np.ones((0, 3)), np.ones((0, 3)), np.full(3, 0.5))
     assert dx.shape == (0, 3) and np.array_equal(dw, np.zeros(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_byte_swapped_inputs_are_converted(dtype):
+    """Read-only inputs of non-native byte order are converted like any other layout (arrays.h);
+    they used to raise TypeError. In-place buffers (out=) of non-native order are still refused."""
+    x = np.linspace(-3, 3, 24, dtype=dtype).reshape(4, 6)
+    sw = x.astype(x.dtype.newbyteorder())
+    assert not sw.dtype.isnative
+    for f in (nk.relu, nk.tanh, nk.sigmoid, nk.softmax, nk.log_softmax):
+        y = f(sw)
+        assert y.dtype == dtype and y.dtype.isnative
+        assert_bitwise_equal(y, f(x))
+    assert_bitwise_equal(nk.relu_backward(sw, sw), nk.relu_backward(x, x))
+    with pytest.raises(TypeError, match=r"relu: out has a non-native dtype [<>]f\d; in-place buffers must be native"):
+        nk.relu(x, out=np.empty_like(sw))

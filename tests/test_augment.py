@@ -24,7 +24,8 @@ def random_pixel_matrices(rng, n, hw):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape,out_shape", [((1, 1, 1, 1), None), ((2, 3, 7, 9), None), ((3, 1, 16, 17), (5, 33)),
                                              ((2, 2, 28, 28), (28, 28)), ((1, 4, 5, 64), (9, 65)),
-                                             ((2, 1, 8, 8), (0, 3))])
+                                             ((2, 1, 8, 8), (0, 3)),
+                                             ((2, 3, 0, 5), (3, 4)), ((1, 2, 4, 0), (2, 2))])  # empty images
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 @pytest.mark.parametrize("fill,padding_mode", [(0.0, "fill"), (-1.5, "fill"), (-1.5, "border")])
 def test_matches_twin(rng, shape, out_shape, dtype, mode, fill, padding_mode):

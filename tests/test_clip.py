@@ -160,6 +160,15 @@ BAD = [
      r"clip_grad_value: grads\[1\] has dtype float32, expected float64 \(the dtype of grads\[0\]\); in-place"),
     (lambda: nk.clip_grad_value([np.zeros(3)], -0.5), ValueError,
      r"clip_grad_value: clip_value must be >= 0 \(inf disables clipping\), got -0.5"),
+    # strings and bools are not thresholds (fuzz finding: '0.1' was parsed by float())
+    (lambda: nk.clip_grad_value([np.zeros(3)], "0.1"), TypeError,
+     r"clip_grad_value: clip_value must be a real number, got str"),
+    (lambda: nk.clip_grad_value([np.zeros(3)], True), TypeError,
+     r"clip_grad_value: clip_value must be a real number, got bool"),
+    (lambda: nk.clip_grad_value([np.zeros(3)], None), TypeError,
+     r"clip_grad_value: clip_value must be a real number, got NoneType"),
+    (lambda: nk.clip_grad_norm([np.zeros(3)], "1"), TypeError,
+     r"clip_grad_norm: max_norm must be a real number, got str"),
 ]
 
 

@@ -132,6 +132,13 @@ def test_errors():
         nk.embedding(np.array([1]), w, 10)
     with pytest.raises(TypeError, match=r"embedding: padding_idx must be an int or None, got float"):
         nk.embedding(np.array([1]), w, 1.5)
+    # Python ints beyond 64 bits are out of range too (not pybind11's RuntimeError: fuzz finding)
+    for big in (2**64 + 5, -2**64 - 5, 2**63):
+        with pytest.raises(ValueError, match=rf"embedding: padding_idx={big} must be in \[-num_embeddings, "):
+            nk.embedding(np.array([1]), w, big)
+        with pytest.raises(ValueError, match=rf"embedding_backward: padding_idx={big} must be in "):
+            nk.embedding_backward(np.ones((1, 3), np.float32), np.array([1]), 10, big)
+    assert nk.embedding(np.array([1]), w, np.int64(-10)).shape == (1, 3)
     with pytest.raises(ValueError, match=r"embedding: out has shape \(2, 3\), expected \(1, 3\)"):
         nk.embedding(np.array([1]), w, out=np.empty((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"embedding: out must be C-contiguous"):

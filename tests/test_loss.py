@@ -489,6 +489,16 @@ def test_bce_errors():
     with pytest.raises(ValueError, match=r"binary_cross_entropy_with_logits: pos_weight has shape \(2, 4, 3\), which "
                                          r"does not broadcast to the shape of x \(4, 3\)"):
         f(x, t, pos_weight=np.ones((2, 4, 3), np.float32))
+    # more dims than x, even leading 1s, as torch ("output with shape [4, 3] doesn't match the broadcast
+    # shape [1, 4, 3]"); fuzz finding: a (1, 4, 3) weight gave a (4, 3) result for reduction='none'
+    for fn in (f, nk.binary_cross_entropy_with_logits_backward, nk.binary_cross_entropy_with_logits_forward_backward,
+               ref.binary_cross_entropy_with_logits, ref.binary_cross_entropy_with_logits_backward):
+        for kw in (dict(weight=np.ones((1, 4, 3), np.float32)), dict(pos_weight=np.ones((1, 1, 3), np.float32)),
+                   dict(weight=np.ones((1, 1, 1), np.float32))):
+            name, w = next(iter(kw.items()))
+            with pytest.raises(ValueError, match=rf"{fn.__name__}: {name} has shape \({', '.join(map(str, w.shape))}\), "
+                                                 r"which does not broadcast to the shape of x \(4, 3\)"):
+                fn(x, t, reduction="none", **kw)
     with pytest.raises(ValueError, match=r"binary_cross_entropy_with_logits: weight has shape \(4, 1\), which does not "
                                          r"match the trailing dims of x"):
         nk._core.binary_cross_entropy_with_logits(x, t, np.ones((4, 1), np.float32))
@@ -516,3 +526,59 @@ def test_mse_errors():
     with pytest.raises(ValueError, match=r"mse_loss_forward_backward: out partially overlaps pred"):
         buf = np.zeros(20, np.float32)
         nk.mse_loss_forward_backward(buf[:12].reshape(4, 3), p, out=buf[2:14].reshape(4, 3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_infinite_target_without_pos_weight(dtype):
+    """No pos_weight: loss = (1 - t) x + softplus(-x) exactly as torch, so t = +-inf gives +-inf, not
+    NaN from 1 + 0 * t (fuzz finding: nnkern gave NaN, torch and the twin -inf)."""
+    x = np.array([2.0, -1.5, 0.5, 3.0], dtype)
+    t = np.array([np.inf, np.inf, -np.inf, 0.5], dtype)
+    want = np.array([-np.inf, np.inf, np.inf], dtype)
+    for f in (nk.binary_cross_entropy_with_logits, ref.binary_cross_entropy_with_logits):
+        loss = f(x, t, reduction="none")
+        np.testing.assert_array_equal(loss[:3], want)
+        assert np.isfinite(loss[3])
+    # with a pos_weight the factor 1 + (pw - 1) t is formed as torch forms it
+    pw = np.full(4, 2.0, dtype)
+    assert_close(nk.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="none"),
+                 ref.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="none"), dtype)
+    assert np.isinf(nk.binary_cross_entropy_with_logits(x[:1], t[:1], reduction="sum"))
+
+
+@pytest.mark.parametrize("C", [5, 70])  # the block-wise and the fused row paths
+def test_cross_entropy_ignored_rows_with_nan_logits(C):
+    """An ignored row contributes 0 to the loss even with NaN logits, but its gradient is
+    0 - softmax * 0: NaN across the row when its logits hold a NaN, as in torch (fuzz finding:
+    nnkern gave 0, torch and the twin NaN)."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((4, C))
+    z[1, 2] = np.nan
+    z[2, 0] = -np.inf  # -inf alone is harmless: e^-inf = 0
+    t = np.array([0, -100, -100, 1])
+    for f, b in ((nk.cross_entropy, nk.cross_entropy_backward), (ref.cross_entropy, ref.cross_entropy_backward)):
+        loss = f(z, t, reduction="none")
+        assert loss[1] == 0 and loss[2] == 0 and np.isfinite(loss).all()
+        g = b(z, t, reduction="sum")
+        assert np.isnan(g[1]).all() and (g[2] == 0).all() and np.isfinite(g[[0, 3]]).all()
+    # strided class dim (N, C, L) goes through the column path
+    z3 = np.ascontiguousarray(np.repeat(z[:, :, None], 3, axis=2))
+    t3 = np.repeat(t[:, None], 3, axis=1)
+    g3 = nk.cross_entropy_backward(z3, t3, reduction="sum")
+    assert np.isnan(g3[1]).all() and (g3[2] == 0).all() and np.isfinite(g3[[0, 3]]).all()
+    np.testing.assert_array_equal(np.isnan(g3), np.isnan(ref.cross_entropy_backward(z3, t3, reduction="sum")))
+
+
+@requires_torch
+def test_nonfinite_bce_and_cross_entropy_match_torch():
+    import torch.nn.functional as F
+    x = np.array([2.0, -1.5, 0.5, 3.0])
+    t = np.array([np.inf, np.inf, -np.inf, 0.5])
+    want = F.binary_cross_entropy_with_logits(torch.from_numpy(x), torch.from_numpy(t), reduction="none").numpy()
+    np.testing.assert_array_equal(nk.binary_cross_entropy_with_logits(x, t, reduction="none")[:3], want[:3])
+    z = np.random.default_rng(1).standard_normal((3, 4))
+    z[1, 1] = np.nan
+    tgt = np.array([0, -100, 2])
+    zt = torch.from_numpy(z).requires_grad_(True)
+    F.cross_entropy(zt, torch.from_numpy(tgt), reduction="sum").backward()
+    np.testing.assert_array_equal(np.isnan(nk.cross_entropy_backward(z, tgt, reduction="sum")), np.isnan(zt.grad.numpy()))

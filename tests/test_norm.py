@@ -235,6 +235,11 @@ def test_empty_and_degenerate(rng):
     rm, rv = np.zeros(3), np.ones(3)
     y, sm, si = nk.batch_norm(np.zeros((0, 3)), rm, rv, training=True)
     assert y.shape == (0, 3) and np.all(rm == 0) and np.all(rv == 1)  # torch leaves them alone too
+    # save statistics of an empty batch are zeros, in the twin too (it returned NaN: fuzz finding)
+    assert np.all(sm == 0) and np.all(si == 0)
+    rm2, rv2 = np.zeros(3), np.ones(3)
+    ry, rsm, rsi = ref.batch_norm(np.zeros((0, 3, 5)), rm2, rv2, training=True)
+    assert ry.shape == (0, 3, 5) and np.all(rsm == 0) and np.all(rsi == 0) and np.all(rm2 == 0) and np.all(rv2 == 1)
     dx, dw, db = nk.batch_norm_backward(np.zeros((0, 3)), np.zeros((0, 3)), None, sm, si, True)
     assert dx.shape == (0, 3) and np.all(dw == 0) and np.all(db == 0)
     y, sm, si = nk.batch_norm(np.zeros((4, 0, 2)), np.zeros(0), np.zeros(0), training=True)

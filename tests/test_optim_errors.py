@@ -110,8 +110,16 @@ def test_non_native_byte_order(name):
                  rf"{buf} has a non-native dtype >f8; in-place buffers must be native float64 "
                  r"\(they are never copied\)")
     args = good_args(name)
-    args["p"] = args["p"].astype(">f8")
-    expect_error(name, args, TypeError, r"p has dtype >f8, expected float32 or float64")
+    args["p"] = args["p"].astype(">f8")  # p fixes the dtype (float64) and is in-place: same rule
+    expect_error(name, args, TypeError, r"p has a non-native dtype >f8; in-place buffers must be native float64")
+    # a byte-swapped gradient is a read-only input: converted (arrays.h), same result as native
+    args, swapped = good_args(name), good_args(name)
+    swapped["g"] = swapped["g"].astype(">f8")
+    _, call = CALLS[name]
+    call(args)
+    call(swapped)
+    for k in args:
+        np.testing.assert_array_equal(np.asarray(swapped[k], np.float64), args[k], err_msg=k)
 
 
 @pytest.mark.parametrize("name", CALLS)

@@ -268,6 +268,22 @@ def test_nan_inf_propagate_like_twin(rng, name, dtype):
     np.testing.assert_allclose(p_ours[finite], p_ref[finite], **tol(dtype, 4.0))
 
 
+@pytest.mark.parametrize("mod", [nk, ref], ids=["nnkern", "twin"])
+def test_lerp_with_infinite_gradient_follows_torch(mod):
+    """m = torch.lerp(m, g, 1 - beta1): torch evaluates a + w (b - a) for w < 0.5 (m -> inf for
+    g = inf) and b - (b - a)(1 - w) otherwise (inf - inf = NaN); torch 2.13 gives [inf] and [nan]
+    for m = 0.5, g = inf, beta1 = 0.9 / 0.3. The twin used one formula and gave NaN for both
+    (fuzz finding). Same for rmsprop's centered grad_avg = lerp(grad_avg, g, 1 - alpha)."""
+    for beta1, want in ((0.9, np.inf), (0.3, np.nan)):
+        p, g, m, v = np.array([1.0]), np.array([np.inf]), np.array([0.5]), np.array([0.25])
+        mod.adam_step(p, g, m, v, 1, betas=(beta1, 0.999))
+        np.testing.assert_array_equal(m, [want])
+    for alpha, want in ((0.9, -np.inf), (0.3, np.nan)):
+        p, g, sq, ga = np.array([1.0]), np.array([-np.inf]), np.array([0.5]), np.array([0.25])
+        mod.rmsprop_step(p, g, sq, None, ga, alpha=alpha, centered=True)
+        np.testing.assert_array_equal(ga, [want])
+
+
 def test_sgd_first_step_ignores_buffer_contents(rng):
     # The momentum buffer of step 1 may hold anything (NaN-prefilled): it is set, never read.
     p = rng.standard_normal(100)
@@ -300,6 +316,19 @@ def test_empty_and_zero_tensors(name):
     s = make_state(name, cfg, p)
     call_step(nk, name, p, p.copy(), s, 1, cfg)
     call_step(nk, name, [], [], [], 1, cfg, multi=True)
+
+
+@pytest.mark.parametrize("case", ALL_CONFIGS, ids=config_id)
+def test_zero_d_parameters_match_twin(rng, case):
+    """0-d parameters (scalars) in every configuration; the twin used to fail on them with
+    weight_decay or maximize (numpy returns a scalar where an out= array was needed: fuzz finding)."""
+    name, i = case
+    cfg = CONFIGS[name][i]
+    params = [np.array(rng.standard_normal())]
+    grads = [[np.array(rng.standard_normal())] for _ in range(3)]
+    assert_runs_close(run(nk, name, cfg, params, grads), run(ref, name, cfg, params, grads), np.float64)
+    assert_runs_close(run(nk, name, cfg, params, grads, multi=True), run(ref, name, cfg, params, grads, multi=True),
+                      np.float64)
 
 
 def test_decoupled_weight_decay_without_grad_signal():

@@ -535,3 +535,15 @@ def test_stride2_row_kernels(simd_level, shape, args, dtype):
         dx = nk.avg_pool2d_backward(dy, shape, **a, out=nan_filled(shape, dtype))
         np.testing.assert_allclose(dx, ref.avg_pool2d_backward(dy, shape, **a),
                                    **(dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else {}))
+
+
+@pytest.mark.parametrize("x_shape", [(0, 3, 4, 5), (2, 0, 4, 5), (0, 4, 5)])
+def test_max_backward_with_no_planes_matches_twin(x_shape):
+    """N*C == 0: the twin used to fail (indices.reshape(planes, -1)); both return an empty dx."""
+    dy = np.zeros(x_shape[:-2] + (2, 2), np.float32)
+    idx = np.zeros(dy.shape, np.int64)
+    for a, b in ((nk.max_pool2d_backward(dy, idx, x_shape), ref.max_pool2d_backward(dy, idx, x_shape)),
+                 (nk.adaptive_max_pool2d_backward(dy, idx, x_shape), ref.adaptive_max_pool2d_backward(dy, idx, x_shape))):
+        assert a.shape == b.shape == x_shape and a.dtype == b.dtype == np.float32
+    g = np.zeros(x_shape[:-2] + (1, 1), np.float32)
+    assert ref.global_max_pool2d_backward(g, g.astype(np.int64), x_shape).shape == x_shape

@@ -42,6 +42,53 @@ def test_window_entirely_in_padding():
         nk.max_pool2d(np.ones((1, 1, 1, 1), np.float32), 2, padding=1, dilation=2)
 
 
+def _first_window_in_padding(n, out, k, s, p, d):
+    """Brute force: the first output index whose window has no tap inside [0, n), or -1."""
+    for i in range(out):
+        if not any(0 <= i * s - p + t * d < n for t in range(k)):
+            return i
+    return -1
+
+
+def test_window_in_padding_rule_matches_brute_force():
+    """The closed-form check (no loop over every window) agrees with a scan of all windows."""
+    checked = 0
+    for n in range(1, 9):
+        for k in range(1, 5):
+            for s in range(1, 4):
+                for p in range(0, k // 2 + 1):
+                    for d in range(1, 5):
+                        for ceil_mode in (False, True):
+                            kw = dict(kernel_size=(1, k), stride=(1, s), padding=(0, p), dilation=(1, d),
+                                      ceil_mode=ceil_mode)
+                            span = n + 2 * p - d * (k - 1) - 1
+                            if span < 0:
+                                continue
+                            out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+                            if ceil_mode and (out - 1) * s >= n + p:
+                                out -= 1
+                            bad = _first_window_in_padding(n, out, k, s, p, d)
+                            x = np.ones((1, 1, 1, n))
+                            if bad < 0:
+                                assert nk.max_pool2d(x, **kw)[0].shape == (1, 1, 1, out)
+                            else:
+                                with pytest.raises(ValueError, match=rf"window of output column {bad} covers only"):
+                                    nk.max_pool2d(x, **kw)
+                            checked += bad >= 0
+    assert checked > 10  # the sweep does reach the error
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: nk.max_pool2d(x, 2)[0], lambda x: nk.avg_pool2d(x, 2), lambda x: nk.adaptive_avg_pool2d(x, 3),
+    lambda x: nk.adaptive_max_pool2d(x, 3)[0], nk.global_avg_pool2d, lambda x: nk.global_max_pool2d(x)[0]])
+def test_empty_batch_with_huge_extent_returns_empty(fn):
+    """N*C == 0 with W = 2**33: nothing to compute, so no work proportional to W (fuzz finding:
+    max_pool2d/avg_pool2d scanned every window, ~20 s). A hang here would show as a test timeout."""
+    x = np.empty((0, 1, 3, 2**33 + 3), np.float32)
+    y = fn(x)
+    assert y.shape[0] == 0 and y.size == 0
+
+
 @pytest.mark.parametrize("fn", [
     lambda x: nk.max_pool2d(x, 2), lambda x: nk.avg_pool2d(x, 2), lambda x: nk.adaptive_avg_pool2d(x, 2),
     lambda x: nk.adaptive_max_pool2d(x, 2)])
@@ -180,3 +227,23 @@ def test_avg_and_adaptive_argument_errors():
     with pytest.raises(ValueError, match=r"adaptive_max_pool2d: the output \(1, 1, 2147483647, 2147483647\) would "
                                          r"be too large"):
         nk.adaptive_max_pool2d(np.ones((1, 1, 1, 1), np.float32), 2**31 - 1)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_global_backward_needs_a_1x1_dy(batched):
+    """global_*_pool2d_backward: dy must be the global output's shape (fuzz finding: any spatial size
+    was accepted and treated as an adaptive-pool gradient)."""
+    x_shape = (2, 3, 4, 5) if batched else (3, 4, 5)
+    lead = x_shape[:-2]
+    dims = r"\(N, C, 1, 1\)" if batched else r"\(C, 1, 1\)"
+    lead_s = ", ".join(map(str, lead))
+    for bad in ((2, 2), (1, 2), (4, 5)):
+        dy = np.ones(lead + bad, np.float32)
+        with pytest.raises(ValueError, match=rf"global_avg_pool2d_backward: dy has shape \({lead_s}, {bad[0]}, {bad[1]}\), "
+                                             rf"expected \({lead_s}, 1, 1\) {dims}"):
+            nk.global_avg_pool2d_backward(dy, x_shape)
+        with pytest.raises(ValueError, match=rf"global_max_pool2d_backward: dy has shape \({lead_s}, {bad[0]}, "):
+            nk.global_max_pool2d_backward(dy, np.zeros(dy.shape, np.int64), x_shape)
+    dy = np.ones(lead + (1, 1), np.float32)
+    np.testing.assert_allclose(nk.global_avg_pool2d_backward(dy, x_shape), np.full(x_shape, 1 / 20, np.float32))
+    assert nk.global_max_pool2d_backward(dy, np.zeros(dy.shape, np.int64), x_shape).shape == x_shape

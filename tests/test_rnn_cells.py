@@ -271,3 +271,21 @@ def test_fast_and_general_paths_agree(rng, kind, opt):
     dh1 = rng.standard_normal((N, H))
     for a, b in zip(bwd(nk, kind, opt, p, fast[-1], dh1), bwd(nk, kind, opt, q, general[-1].copy(order="F"), dh1)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_twin_sigmoid_is_exactly_zero_at_minus_inf():
+    """reference rnn sigmoid clipped its exp argument, so sigmoid(-inf) was 1e-304 and z * (h - n)
+    gave -inf where torch's 0 * inf gives NaN (fuzz finding, gru_cell with an infinite h0)."""
+    from nnkern.reference import rnn as rnn_ref
+    for dt in (np.float32, np.float64):
+        s = rnn_ref._sigmoid(np.array([-np.inf, -1000.0, 0.0, np.inf, np.nan], dt))
+        np.testing.assert_array_equal(s[:4], np.array([0.0, 0.0, 0.5, 1.0], dt))
+        assert np.isnan(s[4])
+    rng = np.random.default_rng(5)
+    x, h0 = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
+    h0[0, 0], h0[1, 2] = -np.inf, np.inf
+    w_ih, w_hh = rng.standard_normal((12, 3)), rng.standard_normal((12, 4))
+    with np.errstate(invalid="ignore"):
+        a, b = nk.gru_cell(x, h0, w_ih, w_hh)[0], ref.gru_cell(x, h0, w_ih, w_hh)[0]
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_array_equal(a[np.isinf(a)], b[np.isinf(a)])

@@ -129,6 +129,52 @@ def test_sequence_errors():
         nk._core._rnn_seq_ws_size("lstm", 1 << 40, 1 << 30, 1, 1 << 20, np.float32)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_sequence_backward_gradient_shapes(kind):
+    """dy, dh_n and dc_n must have the output's shapes (fuzz finding: dy (T, N, H + 1) was accepted)."""
+    T, N, F, H = 4, 3, 4, 5
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, N, F)).astype(f32)
+    w_ih, w_hh = rng.standard_normal((G * H, F)).astype(f32), rng.standard_normal((G * H, H)).astype(f32)
+    fwd, bwd = getattr(nk, f"{kind}_sequence"), getattr(nk, f"{kind}_sequence_backward")
+    fn = f"{kind}_sequence_backward"
+
+    def run(dy, dh_n, dc_n=None):
+        out = fwd(x, None, None, w_ih, w_hh) if kind == "lstm" else fwd(x, None, w_ih, w_hh)
+        ws = out[-1]
+        return bwd(dy, dh_n, dc_n, ws, x) if kind == "lstm" else bwd(dy, dh_n, ws, x)
+
+    good_dy, good_dh = np.ones((T, N, H), f32), np.ones((N, H), f32)
+    run(good_dy, good_dh, good_dh if kind == "lstm" else None)
+    for bad in ((T, N, H + 1), (T, N, 2 * H), (T, N, H - 1), (T, N + 1, H), (T, N)):
+        want = r"expected \(4, 3, 5\) like the output" if len(bad) == 3 and bad[:2] == (T, N) else r"expected \(4, 3, "
+        with pytest.raises(ValueError, match=rf"{fn}: dy has shape \({', '.join(map(str, bad))}\), {want}"):
+            run(np.ones(bad, f32), None)
+    with pytest.raises(ValueError, match=rf"{fn}: dh_n has shape \(3, 6\), expected \(3, 5\) \(batch, hidden_size\)"):
+        run(None, np.ones((N, H + 1), f32))
+    if kind == "lstm":
+        with pytest.raises(ValueError, match=rf"{fn}: dc_n has shape \(2, 5\), expected \(3, 5\)"):
+            run(None, None, np.ones((N - 1, H), f32))
+    # the private entry used by bidirectional layers takes a (T, N, 2H) dy and a column offset of H,
+    # but no other width or offset
+    out = fwd(x, None, None, w_ih, w_hh) if kind == "lstm" else fwd(x, None, w_ih, w_hh)
+    grads = (np.empty((G * H, F), f32), np.empty((G * H, H), f32), np.empty(G * H, f32), np.empty(G * H, f32))
+    lstm = kind == "lstm"
+
+    def private(dy, col):
+        nk._core._rnn_seq_backward(kind, out[-1].copy(), x, dy, col, None, None, np.empty_like(x), False,
+                                   np.empty((N, H), f32), np.empty((N, H), f32) if lstm else None, grads,
+                                   (False,) * 4)
+
+    private(np.ones((T, N, 2 * H), f32), H)
+    with pytest.raises(ValueError, match=rf"{fn}: dy has shape \(4, 3, 11\), expected \(4, 3, 5\) like the output "
+                                         r"\(last dim = hidden_size, or 2 \* hidden_size when bidirectional\)"):
+        private(np.ones((T, N, 2 * H + 1), f32), 0)
+    with pytest.raises(ValueError, match=rf"{fn}: dy_col=2 with hidden_size 5 does not fit dy's last dim 10"):
+        private(np.ones((T, N, 2 * H), f32), 2)
+
+
 def test_private_sequence_buffers():
     a = seq_args()
     T, N, F, H = 4, 3, 4, 5

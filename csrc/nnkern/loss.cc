@@ -110,7 +110,9 @@ template <bool kSmooth, class M, class T>
 NNK_INLINE double ce_finish_row(T* dr, std::int64_t t, const T* w, index_t C, std::int64_t ignore, double s, T mx,
                                 T zt, double swt, T eps, T wsum, T g) {
   if (t == ignore) {
-    if constexpr (M::kGrad) std::fill(dr, dr + C, T(0));
+    // torch: an ignored row's gradient is 0 - softmax * 0, which is NaN across the row when its
+    // logits hold a NaN or +inf (then s, a sum of e^(z - max) <= C, is NaN), else 0.
+    if constexpr (M::kGrad) std::fill(dr, dr + C, static_cast<T>(s * 0.0));
     return 0.0;
   }
   const double ls = std::log(s);
@@ -255,7 +257,7 @@ NNK_INLINE void ce_cols_body(CeTag<kSmooth, M>, double* rl, T* grad, const T* z,
     const std::int64_t t = tgt[j];
     if (t == a.ignore) {
       rl[j] = 0.0;
-      k1[j] = T(0);
+      k1[j] = static_cast<T>(s[j] * 0.0);  // NaN for a row with NaN/+inf logits, as torch (ce_finish_row)
       k2[j] = T(0);
       continue;
     }
@@ -291,8 +293,10 @@ NNK_MULTIVERSION(ce_cols, ce_cols_body)
 // BCE with logits over one segment: x, t, loss, grad, gv indexed by i0 + k; w and pw already
 // offset to the segment (contiguous for len elements).
 
-template <class M, class T>
-NNK_INLINE void bce_body(M, double* psum, T* loss, T* grad, const T* x, const T* t, const T* w, const T* pw,
+// HasPw: std::true_type when pos_weight was given. A compile-time flag: a runtime bool in the
+// loop stopped it from vectorising (10x slower).
+template <class M, class HasPw, class T>
+NNK_INLINE void bce_body(M, HasPw, double* psum, T* loss, T* grad, const T* x, const T* t, const T* w, const T* pw,
                          const T* gv, index_t i0, index_t len, T gscale) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
@@ -300,7 +304,9 @@ NNK_INLINE void bce_body(M, double* psum, T* loss, T* grad, const T* x, const T*
     const index_t i = i0 + k;
     const T xi = x[i], ti = t[i], wk = w[k], pk = pw[k];
     const T e = vmath::exp(-vmath::abs(xi));
-    const T lw = T(1) + (pk - T(1)) * ti;
+    // Without pos_weight the factor is exactly 1 (as in torch): 1 + 0 * t would turn t = +-inf into NaN.
+    T lw = T(1);
+    if constexpr (HasPw::value) lw = T(1) + (pk - T(1)) * ti;
     if constexpr (M::kSum || M::kNone) {
       const T sp = select(xi < T(0), -xi, T(0)) + vmath::log1p(e);  // softplus(-x)
       const T l = wk * ((T(1) - ti) * xi + lw * sp);
@@ -508,7 +514,11 @@ double bce_with_logits(LossOutputs out, T* loss, T* grad, const T* x, const T* t
         const index_t iw = i % Lw, ip = i % Lp;
         const index_t len = std::min({e - i, Lw - iw, Lp - ip});
         double s;
-        bce_loop(mode, &s, loss, grad, x, target, w + iw, pw + ip, gvec, i, len, gscale);
+        if (pos_weight != nullptr) {
+          bce_loop(mode, std::true_type{}, &s, loss, grad, x, target, w + iw, pw + ip, gvec, i, len, gscale);
+        } else {
+          bce_loop(mode, std::false_type{}, &s, loss, grad, x, target, w + iw, pw + ip, gvec, i, len, gscale);
+        }
         acc += s;
         i += len;
       }

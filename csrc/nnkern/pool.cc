@@ -69,12 +69,19 @@ index_t pool_output_size(index_t in, index_t k, index_t s, index_t p, index_t d,
 }
 
 index_t pool_first_empty_window(index_t in, index_t out, index_t k, index_t s, index_t p, index_t d) {
-  for (index_t i = 0; i < out; ++i) {
+  // Not a loop over every window: `in` may be huge (2**33) for an empty batch, where a linear scan
+  // took seconds. Windows that start in the left padding (i < ceil(p / s)) are checked one by one;
+  // their first in-bounds tap lies in [0, d), so with in >= d none of them can miss the input.
+  const index_t n_left = std::min(out, ceil_div_pos(p, s));
+  for (index_t i = 0; i < n_left && in < d; ++i) {
     const index_t start = i * s - p;
     const index_t first = start < 0 ? ceil_div_pos(-start, d) : 0;  // first tap at or after 0
     if (first >= k || start + first * d >= in) return i;
   }
-  return -1;
+  // A window starting at or after 0 covers only padding iff start >= in, which grows with i:
+  // the first such window is i = ceil((in + p) / s).
+  const index_t first_right = std::max(n_left, ceil_div_pos(in + p, s));
+  return first_right < out ? first_right : -1;
 }
 
 namespace {

@@ -75,6 +75,7 @@ class Case:
     args: list
     kwargs: dict = field(default_factory=dict)
     ignore: tuple = ()          # output indices not compared (opaque workspaces), with the reason below
+    nan_ignore: tuple = ()      # further indices not compared when the inputs hold NaN/Inf (see the spec)
     scale: float = 1.0          # tolerance multiplier (documented in the spec)
     note: str = ""
 

@@ -16,42 +16,26 @@ from fuzz_roles import Buf, Case, Fwd, Idx, In, Mask
 # Open findings (FUZZ.md): (kernel, status) pairs the CI test tolerates *and reports*; every entry
 # has a repro in FUZZ.md. Remove an entry when the bug is fixed (the test then guards it).
 KNOWN_FINDINGS = {
-    # nnkern and the NumPy twin disagree on where NaN/Inf inputs give NaN vs +-Inf (needs triage
-    # against torch: e.g. BCE with target=+inf: torch and the twin give -inf, nnkern NaN).
-    **{(k, "nan_mismatch"): "NaN/Inf propagation differs from the twin" for k in (
-        "adam_step", "adam_step_multi", "adamw_step", "adamw_step_multi", "rmsprop_step", "rmsprop_step_multi",
-        "sgd_step", "sgd_step_multi", "adagrad_step", "adagrad_step_multi", "adadelta_step", "adadelta_step_multi",
-        "batch_norm", "batch_norm_backward", "binary_cross_entropy_with_logits",
-        "binary_cross_entropy_with_logits_backward", "binary_cross_entropy_with_logits_forward_backward",
-        "cross_entropy", "cross_entropy_backward", "cross_entropy_forward_backward",
-        "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward", "rnn_cell", "rnn_cell_backward",
-        "lstm_sequence", "gru_sequence", "rnn_sequence", "lstm_sequence_backward", "gru_sequence_backward",
-        "rnn_sequence_backward")},
-    # gru_sequence_backward accepts dy whose last dim is not the hidden size (FUZZ.md finding 2)
-    ("gru_sequence_backward", "accepted_invalid"): "dy's hidden dim is not checked against ws",
-    ("lstm_sequence_backward", "accepted_invalid"): "dy's hidden dim is not checked against ws",
-    ("rnn_sequence_backward", "accepted_invalid"): "dy's hidden dim is not checked against ws",
-    # max_pool2d on an empty input with a huge spatial extent loops over it (20 s for W = 2**33)
-    ("max_pool2d", "hang"): "linear-time work on an empty input with a huge spatial extent",
-    ("max_pool2d", "nan_mismatch"): "NaN/Inf propagation differs from the twin",
-    # nnkern accepts parameter values the twin rejects: clip_value='0.1' (a str), dim=True (a bool);
-    # the twin cannot take a list pos_weight (nnkern converts it, documented)
-    ("clip_grad_value", "twin_rejects"): "clip_value given as a str is accepted",
-    ("log_softmax", "twin_rejects"): "dim=True accepted as 1",
-    ("softmax", "twin_rejects"): "dim=True accepted as 1",
-    ("softmax_backward", "twin_rejects"): "dim=True accepted as 1",
-    ("log_softmax_backward", "twin_rejects"): "dim=True accepted as 1",
-    ("binary_cross_entropy_with_logits", "twin_rejects"): "list weight: twin limitation",
-    ("binary_cross_entropy_with_logits_backward", "twin_rejects"): "list weight: twin limitation",
-    ("binary_cross_entropy_with_logits_forward_backward", "twin_rejects"): "list weight: twin limitation",
-    ("avg_pool2d", "hang"): "linear-time work on an empty input with a huge spatial extent",
-    # padding_idx beyond int64 raises RuntimeError (pybind11 cast) instead of TypeError/ValueError
-    ("embedding", "bad_exception"): "padding_idx >= 2**64 gives RuntimeError",
-    ("embedding_backward", "bad_exception"): "padding_idx >= 2**64 gives RuntimeError",
-    # reduction='none' with a weight of more dims than x: nnkern returns x's shape, torch/twin the broadcast shape
-    ("binary_cross_entropy_with_logits", "mismatch"): "weight with extra leading dims: result shape",
-    ("binary_cross_entropy_with_logits_backward", "mismatch"): "weight with extra leading dims: result shape",
-    ("binary_cross_entropy_with_logits_forward_backward", "mismatch"): "weight with extra leading dims: result shape",
+    # NaN/Inf results that differ from the twin, triaged against torch 2.13 (FUZZ.md, "NaN/Inf"):
+    # the twin matches torch; the kernel keeps a cheaper evaluation that propagates NaN/Inf differently.
+    # (a) h0=None in the cells: the kernel skips the zero-state GEMM, so NaN/Inf in w_hh (forward) or
+    #     in the gate gradients (dw_hh in the backward) do not turn into 0 * inf = NaN.
+    **{(k, "nan_mismatch"): "cell with h0=None skips the zero-state GEMM (0 * inf)" for k in (
+        "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward", "rnn_cell", "rnn_cell_backward")},
+    # (b) LSTM: the four gate activations share one division (inverse4), so a non-finite gate
+    #     pre-activation makes the unit's other gates, and c, NaN (torch keeps c finite when only o is NaN).
+    ("lstm_sequence", "nan_mismatch"): "LSTM gates share one division (inverse4)",
+    # (c) cross-entropy with label smoothing and an infinite class weight: the smoothing term is formed
+    #     as wsum * lse - sum(w z), inf - inf = NaN where torch sums w (lse - z) = inf.
+    **{(k, "nan_mismatch"): "label smoothing with an infinite class weight: inf - inf" for k in (
+        "cross_entropy", "cross_entropy_backward", "cross_entropy_forward_backward")},
+    # (d) batch_norm_backward (training) with an infinite weight: dx = k1 dy + k2 (x - mean) + k3 with
+    #     k1, k2, k3 all infinite gives inf - inf = NaN; torch scales the finite bracket by w: +-inf.
+    ("batch_norm_backward", "nan_mismatch"): "infinite weight: k1 dy + k2 xmu + k3 gives inf - inf "
+                                             "(and non-finite save_mean/save_invstd: not triaged yet)",
+    # Seen only with --seed 1 of the 20,000-call run, not triaged against torch yet (FUZZ.md):
+    ("batch_norm", "nan_mismatch"): "not triaged: Inf in x, save_mean NaN (kernel) vs +-inf (twin)",
+    ("affine_warp", "nan_mismatch"): "not triaged: NaN pixel next to a sample point (zero-weight bilinear tap)",
 }
 
 # Public kernels deliberately without a fuzz spec (justified). Empty: everything is fuzzed.
@@ -698,10 +682,15 @@ def _strip(v):
     return v.a.copy() if hasattr(v, "a") else v
 
 
+_WS_NAN_NOTE = ("ws (the backward's workspace) is not compared when the inputs hold NaN/Inf: the kernel's "
+                "fused gate maths (one division for the four LSTM gates) may leave NaN in a unit's other gate "
+                "slots; h1/c1 are compared, and the backward passes check ws's use")
+
+
 @spec("lstm_cell")
 def _lstm_cell(g, name):
     n, f, h, x, h0, c0, w_ih, w_hh, b_ih, b_hh = _cell_arrays(g, "lstm")
-    return Case([x, h0, c0, w_ih, w_hh, b_ih, b_hh], {}, scale=10)
+    return Case([x, h0, c0, w_ih, w_hh, b_ih, b_hh], {}, scale=10, nan_ignore=(2,), note=_WS_NAN_NOTE)
 
 
 @spec("gru_cell", "rnn_cell")
@@ -709,7 +698,7 @@ def _gru_cell(g, name):
     kind = name.split("_")[0]
     n, f, h, x, h0, c0, w_ih, w_hh, b_ih, b_hh = _cell_arrays(g, kind)
     extra = g.choice(["torch", "cho2014"]) if kind == "gru" else g.choice(["tanh", "relu"])
-    return Case([x, h0, w_ih, w_hh, b_ih, b_hh, extra], {}, scale=10)
+    return Case([x, h0, w_ih, w_hh, b_ih, b_hh, extra], {}, scale=10, nan_ignore=(1,), note=_WS_NAN_NOTE)
 
 
 @spec("lstm_cell_backward")
@@ -788,83 +777,10 @@ def _seq_b(g, name):
 
 
 # ---------------------------------------------------------------------------------------------
-# Workarounds for bugs found in the NumPy twins (reported in FUZZ.md; nnkern itself is right).
-# Each wraps the twin so the fuzzer can still check nnkern on these inputs.
+# Workarounds for bugs found in the NumPy twins (nnkern itself right): name -> wrapper of the twin
+# function, so the fuzzer can still check nnkern on those inputs while the twin is being fixed.
+# Empty: the twin bugs found so far (0-d optimizer parameters with weight_decay/maximize, max-pool
+# backward with N*C == 0, affine_warp on an empty image, batch_norm on an empty training batch)
+# are fixed in nnkern.reference (FUZZ.md).
 
-
-def _as_1d_views(v):
-    if isinstance(v, np.ndarray) and v.ndim == 0:
-        return v.reshape(1)  # a view: in-place updates land in the 0-d array
-    if isinstance(v, list):
-        return [_as_1d_views(e) for e in v]
-    return v
-
-
-def _zero_d_params(fn):
-    """reference.optim: 0-d parameters with weight_decay/maximize fail in _effective_grad
-    ("return arrays must be of ArrayType": p * wd is a scalar, not an array, so out= rejects it)."""
-    def wrapped(*args, **kwargs):
-        return fn(*[_as_1d_views(a) for a in args], **{k: _as_1d_views(v) for k, v in kwargs.items()})
-    return wrapped
-
-
-def _empty_planes(fn):
-    """reference.pool max_pool2d_backward: indices.reshape(planes, -1) fails when N*C == 0."""
-    def wrapped(dy, indices, x_shape, *, out=None):
-        if int(np.prod(x_shape[:-2])) == 0:
-            r = np.zeros(tuple(x_shape), np.asarray(dy).dtype)
-            if out is not None:
-                out[...] = r
-                return out
-            return r
-        return fn(dy, indices, x_shape, out=out)
-    return wrapped
-
-
-def _empty_image(fn):
-    """reference.augment affine_warp: IndexError on an empty input image (H or W == 0); every output
-    pixel then lies outside the image and reads as `fill` (what nnkern returns)."""
-    def wrapped(x, matrices, out_shape=None, fill=0.0, *, out=None, **kw):
-        n, c, h, w = x.shape
-        if h * w == 0:
-            ho, wo = (h, w) if out_shape is None else out_shape
-            r = np.full((n, c, ho, wo), fill, x.dtype)
-            if out is not None:
-                out[...] = r
-                return out
-            return r
-        return fn(x, matrices, out_shape, fill, out=out, **kw)
-    return wrapped
-
-
-def _empty_batch_stats(fn):
-    """Empty training batch (N * prod(x.shape[2:]) == 0): the twin returns NaN save_mean/save_invstd
-    (mean of an empty slice), the kernel returns zeros and leaves the running statistics alone
-    (csrc/nnkern/norm.cc, "torch leaves the running statistics alone"); torch 2.x CPU raises
-    instead. Reported in FUZZ.md; here the kernel's documented choice is the expectation."""
-    def wrapped(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
-                **kw):
-        if training and x.ndim >= 2 and x.shape[0] * int(np.prod(x.shape[2:])) == 0:
-            c = x.shape[1]
-            y = np.empty(x.shape, x.dtype)
-            z = np.zeros(c, x.dtype)
-            for name, val in (("out", y), ("save_mean_out", z), ("save_invstd_out", z)):
-                if kw.get(name) is not None:
-                    kw[name][...] = val
-            return (kw.get("out") if kw.get("out") is not None else y,
-                    kw.get("save_mean_out") if kw.get("save_mean_out") is not None else z,
-                    kw.get("save_invstd_out") if kw.get("save_invstd_out") is not None else z.copy())
-        return fn(x, running_mean, running_var, weight, bias, training, momentum, eps, **kw)
-    return wrapped
-
-
-TWIN_WORKAROUNDS = {
-    "affine_warp": _empty_image,
-    "batch_norm": _empty_batch_stats,
-    "global_max_pool2d_backward": _empty_planes,
-    **{n: _zero_d_params for n in ("adam_step", "adamw_step", "sgd_step", "adagrad_step", "rmsprop_step",
-                                    "adadelta_step", "adam_step_multi", "adamw_step_multi", "sgd_step_multi",
-                                    "adagrad_step_multi", "rmsprop_step_multi", "adadelta_step_multi")},
-    "max_pool2d_backward": _empty_planes,
-    "adaptive_max_pool2d_backward": _empty_planes,
-}
+TWIN_WORKAROUNDS = {}

@@ -28,22 +28,25 @@ __all__ = [
 
 def _trailing_broadcast(w, x, name, fn):
     """weight/pos_weight in a form the kernel takes: its shape (leading 1s dropped) equal to the
-    trailing dims of x, or one element. Other shapes that broadcast to x are expanded (one copy)."""
+    trailing dims of x, or one element. Other shapes that broadcast to x are expanded (one copy).
+    As in torch, the broadcast of w and x must have x's shape: a w with more dims than x (even
+    leading 1s, e.g. (1, N, C) for x (N, C)) is refused; torch raises "output with shape ...
+    doesn't match the broadcast shape"."""
     if w is None or not isinstance(x, np.ndarray):
         return w
     if not isinstance(w, np.ndarray):
         w = np.asarray(w, dtype=x.dtype)
-    shape = w.shape
-    while shape and shape[0] == 1:
-        shape = shape[1:]
-    if w.size == 1 or (len(shape) <= x.ndim and tuple(x.shape[x.ndim - len(shape):]) == shape):
-        return w
     try:
         full = np.broadcast_shapes(w.shape, x.shape)
     except ValueError:
         full = None
     if full != x.shape:
         raise ValueError(f"{fn}: {name} has shape {w.shape}, which does not broadcast to the shape of x {x.shape}")
+    shape = w.shape
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    if w.size == 1 or tuple(x.shape[x.ndim - len(shape):]) == shape:
+        return w
     return np.ascontiguousarray(np.broadcast_to(w, x.shape))
 
 

@@ -216,6 +216,13 @@ def _array_list(grads):
     return grads if isinstance(grads, (list, tuple)) else list(grads)
 
 
+def _real(fn, name, value):
+    # float() would also parse strings ('0.1') and take bools: a clip threshold must be a real number.
+    if isinstance(value, (str, bytes, bool)) or not hasattr(type(value), "__float__"):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 def grad_norm(grads, norm_type=2.0):
     """The norm of order ``norm_type`` of all elements of ``grads`` (an array or a list of arrays of
     one dtype), as ``torch.nn.utils.clip_grad_norm_`` computes it: the norm of the per-array norms.
@@ -239,10 +246,10 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     infinite norm and leaves the gradients untouched. ``grads`` must be writeable C-contiguous
     arrays of one dtype that do not overlap; ``max_norm`` must be >= 0 (inf: never clip).
     """
-    return _core._clip_grad_norm(_array_list(grads), float(max_norm), float(norm_type), bool(error_if_nonfinite))
+    return _core._clip_grad_norm(_array_list(grads), _real("clip_grad_norm", "max_norm", max_norm), float(norm_type), bool(error_if_nonfinite))
 
 
 def clip_grad_value(grads, clip_value):
     """Clamps every element of ``grads`` (an array or a list of arrays, in place) to
     ``[-clip_value, clip_value]``; NaN stays NaN (torch.clamp). ``clip_value`` must be >= 0."""
-    _core._clip_grad_value(_array_list(grads), float(clip_value))
+    _core._clip_grad_value(_array_list(grads), _real("clip_grad_value", "clip_value", clip_value))

@@ -9,6 +9,8 @@ preallocated C-contiguous buffers. Each call runs in parallel over the N*C plane
 not depend on the thread count.
 """
 
+import numpy as np
+
 from .._core import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -41,8 +43,18 @@ def global_avg_pool2d(x, *, out=None):
     return adaptive_avg_pool2d(x, 1, out=out)
 
 
+def _check_global_dy(fn, dy):
+    # The adaptive backward takes any output size; the global one's dy is (N, C, 1, 1) or (C, 1, 1).
+    # (N, C against x_shape and everything else are checked by the adaptive binding.)
+    if isinstance(dy, np.ndarray) and dy.ndim in (3, 4) and dy.shape[-2:] != (1, 1):
+        want = ", ".join(str(v) for v in dy.shape[:-2] + (1, 1))
+        dims = "(N, C, 1, 1)" if dy.ndim == 4 else "(C, 1, 1)"
+        raise ValueError(f"{fn}: dy has shape {dy.shape}, expected ({want}) {dims}: the global pool output is 1x1")
+
+
 def global_avg_pool2d_backward(dy, x_shape, *, out=None):
     """Gradient of global_avg_pool2d: every element of a plane gets dy / (H*W)."""
+    _check_global_dy("global_avg_pool2d_backward", dy)
     return adaptive_avg_pool2d_backward(dy, x_shape, out=out)
 
 
@@ -53,4 +65,5 @@ def global_max_pool2d(x, *, out=None, indices_out=None):
 
 def global_max_pool2d_backward(dy, indices, x_shape, *, out=None):
     """Gradient of global_max_pool2d (same rule as max_pool2d_backward)."""
+    _check_global_dy("global_max_pool2d_backward", dy)
     return adaptive_max_pool2d_backward(dy, indices, x_shape, out=out)

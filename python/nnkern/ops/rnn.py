@@ -80,7 +80,8 @@ def _workspace(kind, T, N, F, H, dtype):
 
 def _sequence(kind, fn, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first, variant):
     T, N, F, H = _seq_dims(fn, x, w_hh, batch_first)
-    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+    # native float32/float64 outputs for an x of that type in any byte order (x itself is converted)
+    dtype = {4: np.float32, 8: np.float64}.get(x.dtype.itemsize, np.float32) if x.dtype.kind == "f" else np.float32
     y = np.empty(x.shape[:2] + (H,), dtype=dtype)
     h_n = np.empty((N, H), dtype=dtype)
     c_n = np.empty((N, H), dtype=dtype) if kind == "lstm" else None
@@ -110,7 +111,7 @@ def _sequence_backward(kind, fn, dy, dh_n, dc_n, ws, x):
     grads = (np.empty((G * H, F), dtype), np.empty((G * H, H), dtype), np.empty(G * H, dtype),
              np.empty(G * H, dtype))
     _core._rnn_seq_backward(kind, ws, x, dy, 0, dh_n, dc_n, dx, False, dh0, dc0, grads,
-                            (False, False, False, False))
+                            (False, False, False, False), dy_exact=True)
     return dx, dh0, dc0, grads
 
 

@@ -34,6 +34,15 @@ def affine_warp(x, matrices, out_shape=None, fill=0.0, *, out=None, mode="biline
         ix, iy = np.clip(ix, 0, w - 1), np.clip(iy, 0, h - 1)
     elif padding_mode not in ("fill", "border"):
         raise ValueError(f"affine_warp: padding_mode must be 'fill' or 'border', got {padding_mode!r}")
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"affine_warp: mode must be 'bilinear' or 'nearest', got {mode!r}")
+    if h * w == 0:
+        # an empty image: every output pixel lies outside it and reads as `fill`
+        y = np.full((n, c, ho, wo), fill, dtype=x.dtype)
+        if out is not None:
+            out[...] = y
+            return out
+        return y
     flat = x.reshape(n, c, h * w)
 
     def sample(cx, cy):

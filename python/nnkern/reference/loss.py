@@ -112,7 +112,8 @@ def _ce_core(logits, target, weight, ignore_index, label_smoothing, fn):
     wt = np.where(valid, w[tc], 0).astype(dtype)
     rows = np.arange(M)
     eps = dtype.type(label_smoothing)
-    loss = (1 - eps) * wt * -logp[rows, tc]
+    # ignored rows give 0 even when their logits are NaN (torch gathers only the target's log-prob)
+    loss = np.where(valid, (1 - eps) * wt * -logp[rows, tc], 0)
     if label_smoothing:
         smooth = -(logp * w).sum(axis=1)
         loss = loss + eps / C * np.where(valid, smooth, 0)
@@ -138,8 +139,11 @@ def _ce_grad(c, reduction, grad_output, dtype):
     else:
         g = np.full(wt.shape, go, dtype)
     g = np.where(c["valid"], g, 0).astype(dtype)
-    a = (1 - eps) * wt + eps / C * w.sum()
-    grad = c["p"] * (g * a)[:, None] - (g * eps / C)[:, None] * w[None, :]
+    if eps:
+        a = (1 - eps) * wt + eps / C * w.sum()
+        grad = c["p"] * (g * a)[:, None] - (g * eps / C)[:, None] * w[None, :]
+    else:  # no smoothing terms at all (0 * an infinite weight sum would make every element NaN)
+        grad = c["p"] * (g * wt)[:, None]
     grad[c["rows"], c["tc"]] -= g * (1 - eps) * wt
     return c["restore"](grad.astype(dtype))
 
@@ -167,6 +171,20 @@ def cross_entropy_forward_backward(logits, target, weight=None, ignore_index=-10
 # --- BCE with logits ---------------------------------------------------------------------------
 
 
+def _bce_weights(x, weight, pos_weight, fn):
+    """weight/pos_weight as arrays of x's dtype (lists are accepted, as by nnkern). torch: their
+    broadcast with x must have x's shape (no extra dims)."""
+    out = []
+    for name, w in (("weight", weight), ("pos_weight", pos_weight)):
+        if w is not None:
+            w = np.asarray(w, dtype=x.dtype)
+            if np.broadcast_shapes(w.shape, np.shape(x)) != np.shape(x):
+                raise ValueError(f"{fn}: {name} has shape {w.shape}, which does not broadcast to the shape of x "
+                                 f"{np.shape(x)}")
+        out.append(w)
+    return out
+
+
 def _bce_loss(x, target, weight, pos_weight):
     sp = np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x)))  # softplus(-x) = -log(sigmoid(x))
     lw = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
@@ -191,17 +209,20 @@ def _bce_grad(x, target, weight, pos_weight, reduction, grad_output):
 
 def binary_cross_entropy_with_logits(x, target, weight=None, pos_weight=None, reduction="mean"):
     _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    weight, pos_weight = _bce_weights(x, weight, pos_weight, "binary_cross_entropy_with_logits")
     return _reduce(_bce_loss(x, target, weight, pos_weight), reduction)
 
 
 def binary_cross_entropy_with_logits_backward(x, target, weight=None, pos_weight=None, reduction="mean",
                                               grad_output=1.0, out=None):
     _check_reduction(reduction, "binary_cross_entropy_with_logits_backward")
+    weight, pos_weight = _bce_weights(x, weight, pos_weight, "binary_cross_entropy_with_logits_backward")
     return _put(_bce_grad(x, target, weight, pos_weight, reduction, grad_output), out)
 
 
 def binary_cross_entropy_with_logits_forward_backward(x, target, weight=None, pos_weight=None, reduction="mean",
                                                       grad_output=1.0, out=None):
     _check_reduction(reduction, "binary_cross_entropy_with_logits_forward_backward")
+    weight, pos_weight = _bce_weights(x, weight, pos_weight, "binary_cross_entropy_with_logits_forward_backward")
     loss = _reduce(_bce_loss(x, target, weight, pos_weight), reduction)
     return loss, _put(_bce_grad(x, target, weight, pos_weight, reduction, grad_output), out)

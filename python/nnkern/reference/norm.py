@@ -36,10 +36,17 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if training:
         if count == 1:
             raise ValueError("batch_norm: expected more than 1 value per channel when training")
-        mean = x.mean(axis=axes)
-        xmu = x - mean.reshape(bshape)
-        var = np.square(xmu).mean(axis=axes)
-        invstd = 1.0 / np.sqrt(var + eps)
+        if count == 0:
+            # empty batch: nothing to normalise; zero save_mean/save_invstd and the running statistics
+            # left alone (torch.nn.functional.batch_norm accepts an empty batch and leaves them too)
+            mean = np.zeros(x.shape[1], x.dtype)
+            xmu = x - mean.reshape(bshape)
+            invstd = np.zeros(x.shape[1], x.dtype)
+        else:
+            mean = x.mean(axis=axes)
+            xmu = x - mean.reshape(bshape)
+            var = np.square(xmu).mean(axis=axes)
+            invstd = 1.0 / np.sqrt(var + eps)
         if running_mean is not None and count > 0:
             running_mean *= 1.0 - momentum
             running_mean += momentum * mean

@@ -32,10 +32,24 @@ __all__ = [
 
 def _effective_grad(p, g, weight_decay, maximize):
     """g' = (-g if maximize else g) + weight_decay * p; g itself when nothing changes."""
+    # np.asarray: for a 0-d p, numpy returns a scalar, which cannot be an out= array
     if weight_decay != 0:
-        gp = np.multiply(p, weight_decay)
+        gp = np.asarray(np.multiply(p, weight_decay))
         return np.subtract(gp, g, out=gp) if maximize else np.add(gp, g, out=gp)
-    return np.negative(g) if maximize else g
+    return np.asarray(np.negative(g)) if maximize else g
+
+
+def _lerp_(a, b, w, s):
+    """a = torch.lerp(a, b, w) in place, with torch's two formulas: a + w * (b - a) for |w| < 0.5,
+    else b - (b - a) * (1 - w). (The one-formula b + (1 - w) * (a - b) gives inf - inf = NaN for
+    a finite a and an infinite b where torch gives the infinity.) s: scratch of a's shape."""
+    np.subtract(b, a, out=s)
+    if abs(w) < 0.5:
+        s *= w
+        a += s
+    else:
+        s *= 1 - w
+        np.subtract(b, s, out=a)
 
 
 def _scratch(p, scratch):
@@ -49,10 +63,7 @@ def adam_step(p, g, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_de
     gp = _effective_grad(p, g, 0.0 if decoupled else weight_decay, maximize)
     if decoupled and weight_decay != 0:
         p *= 1 - lr * weight_decay
-    # m = lerp(m, g', 1 - beta1) = g' + beta1 * (m - g')
-    np.subtract(m, gp, out=m)
-    m *= beta1
-    m += gp
+    _lerp_(m, gp, 1 - beta1, s)  # m = lerp(m, g', 1 - beta1)
     # v = beta2 * v + (1 - beta2) * g'^2
     v *= beta2
     np.multiply(gp, gp, out=s)
@@ -92,7 +103,7 @@ def sgd_step(p, g, momentum_buffer=None, step=None, lr=1e-3, momentum=0.0, dampe
                 np.multiply(gp, 1 - dampening, out=s)
                 buf += s
         if nesterov:
-            d = np.multiply(buf, momentum)
+            d = np.asarray(np.multiply(buf, momentum))
             d += gp
         else:
             d = buf
@@ -122,10 +133,7 @@ def rmsprop_step(p, g, square_avg, momentum_buffer=None, grad_avg=None, lr=1e-2,
     s *= 1 - alpha
     square_avg += s
     if centered:
-        # grad_avg = lerp(grad_avg, g', 1 - alpha) = g' + alpha * (grad_avg - g')
-        np.subtract(grad_avg, gp, out=grad_avg)
-        grad_avg *= alpha
-        grad_avg += gp
+        _lerp_(grad_avg, gp, 1 - alpha, s)  # grad_avg = lerp(grad_avg, g', 1 - alpha)
         np.multiply(grad_avg, grad_avg, out=s)
         np.subtract(square_avg, s, out=s)
         np.sqrt(s, out=s)
@@ -151,7 +159,7 @@ def adadelta_step(p, g, square_avg, acc_delta, lr=1.0, rho=0.9, eps=1e-6, weight
     s *= 1 - rho
     square_avg += s
     # delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g'
-    delta = np.add(acc_delta, eps)
+    delta = np.asarray(np.add(acc_delta, eps))  # an array even for a 0-d acc_delta (out= below)
     np.sqrt(delta, out=delta)
     np.add(square_avg, eps, out=s)
     np.sqrt(s, out=s)

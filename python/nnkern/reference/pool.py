@@ -132,7 +132,7 @@ def max_pool2d_backward(dy, indices, x_shape, *, out=None):
     planes = int(np.prod(x_shape[:-2]))
     if indices.shape != dy.shape:
         raise ValueError(f"indices has shape {indices.shape}, expected {dy.shape}")
-    ix = indices.reshape(planes, -1)
+    ix = indices.reshape(planes, indices.size // planes if planes else 0)  # (-1 fails when planes == 0)
     if ix.size and (ix.min() < 0 or ix.max() >= H * W):
         raise ValueError(f"an index is out of range for an input plane of H*W = {H * W} elements")
     flat = (np.arange(planes, dtype=np.int64)[:, None] * (H * W) + ix).ravel()

@@ -24,8 +24,11 @@ __all__ = [
 
 
 def _sigmoid(x):
-    """1 / (1 + exp(-x)) without overflow warnings (exp argument clipped where it cannot matter)."""
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -700.0 if x.dtype == np.float64 else -87.0, None)))
+    """1 / (1 + exp(-x)), exactly 0 at -inf as torch.sigmoid (exp overflows to inf: no warning). Clipping
+    the exp argument instead gave sigmoid(-inf) = 1e-304, and then z * inf = inf where torch has
+    0 * inf = NaN (fuzz finding, gru_cell)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 def _zeros_like_state(x, h):
