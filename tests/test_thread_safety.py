@@ -286,3 +286,60 @@ def test_set_num_threads_from_another_thread_while_computing(big):
     failures = _run_concurrently(jobs, nthreads=3 if big else 6, rounds=1 if big else 2, toggle=(1, 2, 3))
     assert not failures, "\n".join(failures[:10])
     assert nk.get_num_threads() in (1, 2, 3)
+
+
+RNN_RACE = r"""
+import sys, threading
+import numpy as np
+import nnkern as nk
+rng = np.random.default_rng(0)
+t, n, f, h = 16, 16, 96, 128   # the weight-gradient products split over 2 threads
+x = rng.standard_normal((t, n, f))
+h0 = np.zeros((n, h)); c0 = np.zeros((n, h))
+wi = rng.standard_normal((4 * h, f)) * 0.1; wh = rng.standard_normal((4 * h, h)) * 0.1
+
+def fwd_bwd():
+    y, hn, cn, ws = nk.lstm_sequence(x, h0, c0, wi, wh)
+    return nk.lstm_sequence_backward(y, None, None, ws, x)
+
+nk.set_num_threads(1)
+want = fwd_bwd()
+done = threading.Event()
+bad = []
+
+def toggle():
+    i = 0
+    while not done.is_set():
+        nk.set_num_threads(1 + i % 2)
+        i += 1
+
+def work():
+    for _ in range(int(sys.argv[1])):
+        got = fwd_bwd()
+        if not all(np.array_equal(a, b) for a, b in zip(got, want) if a is not None):
+            bad.append(1)
+
+workers = [threading.Thread(target=work) for _ in range(2)]
+tog = threading.Thread(target=toggle)
+tog.start()
+for w in workers: w.start()
+for w in workers: w.join()
+done.set(); tog.join()
+print("mismatches", len(bad))
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_rnn_weight_gradients_while_another_thread_raises_the_thread_count():
+    # Regression: rnn_gemm_pa sized its per-thread packing buffers for the thread count read at
+    # entry, then ran parallel_for, which reads the count again: a set_num_threads(2) from another
+    # Python thread in between gave OpenMP thread 1 a buffer past the end of the allocation
+    # (one segfault in three 150-iteration runs of this script here). The race is timing-dependent:
+    # this test catches a regression only sometimes. It runs in a child process, so a crash fails
+    # this test instead of ending the whole run.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", RNN_RACE, "30"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stdout[-500:]} {proc.stderr[-2000:]}"
+    assert "mismatches 0" in proc.stdout
