@@ -3,9 +3,8 @@
 # into a fresh venv and imports/uses it from outside the source tree. With --test it also runs the
 # test suite against the installed wheel.
 #   tools/build_wheel.sh [--test]          # wheel lands in wheelhouse/
-# --test installs the repaired wheel with its test extra into a fresh venv, copies tests/ to a
-# temporary directory and runs them there (-m "not slow"; WHEEL_TEST_ARGS adds pytest arguments,
-# e.g. "--ignore=tests/fuzz"), after asserting that `import nnkern` is the installed wheel.
+# --test then runs tools/test_wheel.sh on the repaired wheel (the test suite against the installed
+# wheel in a fresh venv, from outside the source tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -54,29 +53,6 @@ assert np.allclose(nk.matmul(a, b), a @ b, rtol=1e-4, atol=1e-4)
 print("matmul ok")
 PYCODE
 if [[ $run_tests == 1 ]]; then
-  echo "== test suite against the installed wheel (from $work, outside the source tree)"
-  tstart=$(date +%s)
-  "$work/venv/bin/pip" install -q "$wheel[test]"
-  cp -r "$root/tests" "$work/tests"
-  rm -rf "$work/tests/__pycache__"
-  cd "$work"
-  # `import nnkern` must resolve to the wheel in the venv, never to the source tree.
-  "$work/venv/bin/python" - "$work/venv" <<'PYCODE'
-import os, sys, nnkern
-where = os.path.realpath(nnkern.__file__)
-venv = os.path.realpath(sys.argv[1])
-print("tests import", where)
-assert where.startswith(venv + os.sep) and "site-packages" in where, f"nnkern imported from {where}, not the wheel"
-assert os.path.isdir(os.path.join(os.path.dirname(os.path.dirname(where)), "nnkern.libs")), "no vendored libraries"
-PYCODE
-  # Same checks inside pytest's own process (conftest could shadow the path): -p the guard plugin.
-  printf '%s\n' "import os, nnkern" \
-    "def pytest_configure(config):" \
-    "    p = os.path.realpath(nnkern.__file__)" \
-    "    assert p.startswith(os.path.realpath('$work/venv') + os.sep), f'nnkern from {p}'" \
-    > "$work/wheel_guard.py"
-  PYTHONPATH="$work" "$work/venv/bin/python" -m pytest -q -p no:cacheprovider -p wheel_guard \
-    -m "not slow" ${WHEEL_TEST_ARGS:-} tests
-  echo "== wheel test suite passed in $(( $(date +%s) - tstart )) s"
+  "$root/tools/test_wheel.sh" "$root/$wheel"
 fi
 echo "wheel OK: $root/$wheel (total $(( $(date +%s) - t0 )) s)"
