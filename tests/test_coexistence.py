@@ -99,13 +99,18 @@ def test_torch_in_the_same_process_gives_identical_results(tmp_path):
 
 
 def _our_openblas(info):
-    """threadpoolctl entries of nnkern's OpenBLAS copy (scipy_openblas32's library, or the copy an
-    auditwheel-repaired wheel vendors in nnkern.libs), as opposed to NumPy's or torch's."""
+    """threadpoolctl entries of the OpenBLAS nnkern computes with: the copy an auditwheel-repaired
+    wheel vendors in nnkern.libs, else scipy_openblas32's library (a development build). (An
+    installed wheel also loads scipy_openblas32's copy, through `import scipy_openblas32` in
+    nnkern/__init__.py, without using it.)"""
     import scipy_openblas32
 
+    openblas = [d for d in info if d["internal_api"] == "openblas"]
+    vendored = [d for d in openblas if "nnkern.libs" in d["filepath"]]
+    if vendored:
+        return vendored
     libdir = os.path.realpath(scipy_openblas32.get_lib_dir())
-    return [d for d in info if d["internal_api"] == "openblas"
-            and (os.path.realpath(d["filepath"]).startswith(libdir) or "nnkern.libs" in d["filepath"])]
+    return [d for d in openblas if os.path.realpath(d["filepath"]).startswith(libdir + os.sep)]
 
 
 def test_thread_pools_seen_by_threadpoolctl():

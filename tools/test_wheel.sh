@@ -18,6 +18,7 @@ echo "== fresh venv with $(basename "$wheel")[test]"
 "$PY" -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$wheel[test]"
 cp -r "$root/tests" "$work/tests"
+cp "$root/README.md" "$work/"  # tests/test_readme.py checks the README next to tests/
 find "$work/tests" -name __pycache__ -prune -exec rm -rf {} +
 cd "$work"
 
