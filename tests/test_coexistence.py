@@ -98,19 +98,38 @@ def test_torch_in_the_same_process_gives_identical_results(tmp_path):
         np.testing.assert_allclose(got["mm"], got["torch_mm"], rtol=1e-12, atol=1e-11)
 
 
-def _our_openblas(info):
-    """threadpoolctl entries of the OpenBLAS nnkern computes with: the copy an auditwheel-repaired
-    wheel vendors in nnkern.libs, else scipy_openblas32's library (a development build). (An
-    installed wheel also loads scipy_openblas32's copy, through `import scipy_openblas32` in
-    nnkern/__init__.py, without using it.)"""
+def _openblas_copies(info):
+    """(scipy_openblas32's library, the copy vendored in nnkern.libs by auditwheel): the
+    threadpoolctl entries of each (lists, empty when not loaded)."""
     import scipy_openblas32
 
-    openblas = [d for d in info if d["internal_api"] == "openblas"]
-    vendored = [d for d in openblas if "nnkern.libs" in d["filepath"]]
-    if vendored:
-        return vendored
     libdir = os.path.realpath(scipy_openblas32.get_lib_dir())
-    return [d for d in openblas if os.path.realpath(d["filepath"]).startswith(libdir + os.sep)]
+    openblas = [d for d in info if d["internal_api"] == "openblas"]
+    package = [d for d in openblas if os.path.realpath(d["filepath"]).startswith(libdir + os.sep)]
+    vendored = [d for d in openblas if "nnkern.libs" in d["filepath"]]
+    return package, vendored
+
+
+def _our_openblas(info):
+    """The OpenBLAS nnkern computes with. nnkern/__init__.py imports scipy_openblas32 first, which
+    loads that package's library into the global symbol scope, so _core's BLAS calls bind to it
+    even in a repaired wheel (checked with LD_DEBUG=bindings); without it, the vendored copy."""
+    package, vendored = _openblas_copies(info)
+    return package or vendored
+
+
+def test_one_openblas_copy_of_ours_is_loaded(request):
+    # Known issue (reported): in an installed wheel, `import scipy_openblas32` in nnkern/__init__.py
+    # loads the package's OpenBLAS, which _core then uses, while the copy auditwheel vendored in
+    # nnkern.libs is loaded as _core's dependency but never called: a second library with its own
+    # idle thread pool. Strict xfail in wheel installs, so fixing it turns this into a failure
+    # that asks for the marker's removal.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    package, vendored = _openblas_copies(threadpoolctl.threadpool_info())
+    if vendored and package:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="wheel loads scipy_openblas32's OpenBLAS "
+                                              "and the vendored copy (see nnkern/__init__.py)"))
+    assert len(package) + len(vendored) == 1
 
 
 def test_thread_pools_seen_by_threadpoolctl():
@@ -133,7 +152,34 @@ def test_thread_pools_seen_by_threadpoolctl():
     with threadpoolctl.threadpool_limits(limits=1):
         assert nk.get_num_threads() == 1
         assert_bitwise_equal(nk.matmul(a, a), ours)
-        assert all(d["num_threads"] == 1 for d in threadpoolctl.threadpool_info())
+        package, vendored = _openblas_copies(threadpoolctl.threadpool_info())
+        unused = {d["filepath"] for d in vendored} if package else set()  # see the test above
+        assert all(d["num_threads"] == 1 for d in threadpoolctl.threadpool_info() if d["filepath"] not in unused)
     assert nk.get_num_threads() == 2
-    assert _our_openblas(threadpoolctl.threadpool_info())[0]["num_threads"] == 1
     np.testing.assert_allclose(ours, a @ a, rtol=1e-12, atol=1e-10)
+
+
+def test_limiting_other_blas_libraries_leaves_ours_at_one_thread(request):
+    # threadpoolctl sets (and on leaving threadpool_limits restores) every library's count. In a
+    # wheel install the vendored copy's set_num_threads binds to scipy_openblas32's copy (symbol
+    # interposition), so setting the unused vendored copy to n threads sets the copy nnkern uses:
+    # threadpool_limits(1) then left nnkern's GEMMs at 2 OpenBLAS threads inside each OpenMP
+    # thread about every other run (it depends on the order threadpoolctl lists the libraries).
+    # Strict xfail while both copies load.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    a = np.ones((64, 64))
+    a @ a
+    controller = threadpoolctl.ThreadpoolController()
+    info = controller.info()
+    package, vendored = _openblas_copies(info)
+    if vendored and package:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="wheel loads two OpenBLAS copies "
+                                              "(see test_one_openblas_copy_of_ours_is_loaded)"))
+    ours = _our_openblas(info)[0]["filepath"]
+    others = [d["filepath"] for d in info if d["user_api"] == "blas" and d["filepath"] != ours]
+    assert others  # at least NumPy's own BLAS
+    for path in others:
+        with controller.select(filepath=path).limit(limits=2):
+            now = {d["filepath"]: d["num_threads"] for d in threadpoolctl.threadpool_info()}
+            assert now[ours] == 1, f"limiting {path} changed nnkern's OpenBLAS to {now[ours]} threads"
+        assert {d["filepath"]: d["num_threads"] for d in threadpoolctl.threadpool_info()}[ours] == 1
