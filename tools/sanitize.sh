@@ -3,11 +3,14 @@
 #   tools/sanitize.sh [--no-torch] [--leaks] [pytest args...]
 #       default pytest args: tests -q -m "not slow" --ignore=tests/fuzz --ignore=tests/mpi
 #   tools/sanitize.sh [--no-torch] [--leaks] --python script.py [args...]   (a script, not pytest)
+#   e.g. tools/sanitize.sh --leaks --no-torch --python tools/leakcheck.py 1000
 #   --no-torch  hide torch from the tests (a stub that raises ImportError, so `requires_torch`
 #               tests skip); use it if torch's own libraries trip the sanitizers.
-#   --leaks     LeakSanitizer on (detect_leaks=1) with tools/lsan.supp; meant for
-#               tools/leakcheck.py rather than the whole suite (CPython's own allocations that live
-#               until exit are suppressed, not our kernels').
+#   --leaks     LeakSanitizer on (detect_leaks=1); meant for tools/leakcheck.py rather than the
+#               whole suite. CPython and NumPy keep objects alive until exit, so LSan always reports
+#               some leaks: the run FAILS only on a leak whose allocation stack has a frame in
+#               nnkern (csrc/nnkern, bindings, nnkern::, _core). (A suppression file cannot do this:
+#               suppressions match any frame, and every stack of ours has CPython frames below.)
 # The sanitized extension is built into build/sanitize/pkg/nnkern (a copy of python/nnkern), so the
 # normal development build in python/nnkern is left alone. Needs the development environment of
 # DEVELOPING.md (numpy, pybind11, scipy-openblas32, cmake, ninja, pytest, hypothesis).
@@ -53,10 +56,14 @@ stdcxx=$(gcc -print-file-name=libstdc++.so)
 if [[ $# -eq 0 && ${#runner[@]} -gt 0 ]]; then
   set -- tests -q -m "not slow" -p no:cacheprovider --ignore=tests/fuzz --ignore=tests/mpi
 fi
-asan_opts="abort_on_error=1:strict_init_order=1:detect_stack_use_after_return=1:log_path=$root/$out/logs/asan"
+# detect_stack_use_after_return stays off: with ASan's fake stack, the AVX-512 GEMM micro-kernels
+# (rnn_gemm.h tile(), 64-byte vector accumulators) segfault at once in the RelWithDebInfo build
+# (fake stack frames vs 64-byte vector locals); with it off the same tests pass clean, and the
+# Release build passes them (docs/HARDENING.md).
+asan_opts="abort_on_error=1:strict_init_order=1:detect_stack_use_after_return=0:log_path=$root/$out/logs/asan"
 if [[ $leaks == 1 ]]; then
   asan_opts="detect_leaks=1:$asan_opts"
-  export LSAN_OPTIONS="suppressions=$root/tools/lsan.supp:print_suppressions=0:report_objects=0"
+  export LSAN_OPTIONS="report_objects=0:max_leaks=0"
 else
   asan_opts="detect_leaks=0:$asan_opts"
 fi
@@ -75,11 +82,36 @@ echo
 echo "== sanitizer summary ($(( $(date +%s) - start )) s)"
 echo "exit status: $status"
 echo "sanitizer report files: $reports (in $out/logs)"
+ours_leaks=0
 if [[ $reports -gt 0 ]]; then
   # One line per distinct finding: the SUMMARY lines of ASan/LSan and UBSan's 'runtime error' lines.
   grep -hE "SUMMARY:|runtime error:" "$out"/logs/* | sed "s|$root/||g" | sort | uniq -c | sort -rn | head -40
 fi
-if [[ $status -eq 0 && $reports -eq 0 ]]; then
+if [[ $leaks == 1 && $reports -gt 0 ]]; then
+  # Leak reports are expected (CPython/NumPy until-exit allocations): count those with our frames.
+  ours_leaks=$("$PY" - "$out"/logs/* <<'PYCODE'
+import re, sys
+blocks = []
+for path in sys.argv[1:]:
+    blocks += re.split(r"\n(?=(?:Direct|Indirect) leak of)", open(path, errors="replace").read())
+ours = [b for b in blocks if re.match(r"(Direct|Indirect) leak", b)
+        and re.search(r"nnkern::|/bindings/|/csrc/nnkern/|_core\.cpython", b)]
+other = [b for b in blocks if re.search(r"ERROR: AddressSanitizer|runtime error:", b)]
+total = sum(1 for b in blocks if re.match(r"(Direct|Indirect) leak", b))
+print(len(ours) + len(other), file=sys.stdout)
+print(f"leak reports: {total}, with nnkern frames: {len(ours)}; other sanitizer errors: {len(other)}",
+      file=sys.stderr)
+for b in (ours + other)[:5]:
+    print(b[:3000], file=sys.stderr)
+PYCODE
+)
+fi
+if [[ $leaks == 1 ]]; then
+  ok=$([[ $status -eq 0 && $ours_leaks -eq 0 ]] && echo 1 || echo 0)
+else
+  ok=$([[ $status -eq 0 && $reports -eq 0 ]] && echo 1 || echo 0)
+fi
+if [[ $ok == 1 ]]; then
   echo "SANITIZE: PASS"
 else
   echo "SANITIZE: FAIL"
