@@ -6,8 +6,8 @@ CALLS times each, then prints the RSS growth.
     valgrind --leak-check=full python tools/leakcheck.py 200           # memcheck (slow)
     PYTHONPATH=python python tools/leakcheck.py                         # plain RSS report
 
-LeakSanitizer reports at exit whatever is unreachable; tools/lsan.supp suppresses CPython's,
-NumPy's and the loader's own until-exit allocations, so a report names a leak under nnkern.
+LeakSanitizer reports at exit whatever is unreachable, including CPython's and NumPy's until-exit
+allocations; tools/sanitize.sh --leaks fails only on leak stacks with an nnkern frame.
 """
 
 import gc
