@@ -3,8 +3,11 @@
 # into a fresh venv and imports/uses it from outside the source tree. With --test it also runs the
 # test suite against the installed wheel.
 #   tools/build_wheel.sh [--test]          # wheel lands in wheelhouse/
+# --test then runs tools/test_wheel.sh on the repaired wheel (the test suite against the installed
+# wheel in a fresh venv, from outside the source tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+t0=$(date +%s)
 root=$(pwd)
 run_tests=0
 [[ "${1:-}" == "--test" ]] && run_tests=1
@@ -50,9 +53,6 @@ assert np.allclose(nk.matmul(a, b), a @ b, rtol=1e-4, atol=1e-4)
 print("matmul ok")
 PYCODE
 if [[ $run_tests == 1 ]]; then
-  echo "== test suite against the installed wheel"
-  "$work/venv/bin/pip" install -q "$wheel[test]"
-  cp -r "$root/tests" "$work/tests"
-  (cd "$work" && "$work/venv/bin/python" -m pytest -q -p no:cacheprovider tests)
+  "$root/tools/test_wheel.sh" "$root/$wheel"
 fi
-echo "wheel OK: $root/$wheel"
+echo "wheel OK: $root/$wheel (total $(( $(date +%s) - t0 )) s)"

@@ -422,6 +422,31 @@ void rnn_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, T* C, index
 // thread count (every element sees the same sequence, see the top of this file).
 constexpr index_t kPaRows = 192;
 
+// parallel_for with the team capped at `nt` and the thread's index passed to fn(t, begin, end):
+// for per-thread buffers sized for nt threads before the region. parallel_for itself reads the
+// thread count again, and another Python thread may raise nk.set_num_threads() in between, which
+// would hand a thread index >= nt a buffer past the end of the allocation.
+template <class F>
+void parallel_for_capped(int nt, index_t n, index_t min_per_thread, index_t align, F&& fn) {
+  if (n <= 0) return;
+  const index_t by_work = std::max<index_t>(1, n / std::max<index_t>(1, min_per_thread));
+  const int team_max = static_cast<int>(std::min<index_t>(nt, by_work));
+  if (team_max <= 1) {
+    fn(index_t{0}, index_t{0}, n);
+    return;
+  }
+#pragma omp parallel num_threads(team_max)
+  {
+    const index_t t = omp_get_thread_num();
+    const index_t team = omp_get_num_threads();
+    const index_t per_thread = (n + team - 1) / team;
+    const index_t share = (per_thread + align - 1) / align * align;
+    const index_t begin = std::min(n, t * share);
+    const index_t end = std::min(n, begin + share);
+    if (begin < end) fn(t, begin, end);
+  }
+}
+
 template <class T>
 void rnn_gemm_pa(index_t M, index_t K, MatA<T> A, const T* B1, index_t ldb1, index_t n1, const T* B2, index_t ldb2,
                  index_t n2, T* C, index_t ldc, bool accumulate) {
@@ -445,10 +470,10 @@ void rnn_gemm_pa(index_t M, index_t K, MatA<T> A, const T* B1, index_t ldb1, ind
       if (n2 > 0) pack_rows(Bp, kKBlock, 0, n1, B2 + k0 * ldb2, ldb2, kc, n2);
     }
     const bool acc = accumulate || kb > 0;
-    parallel_for(
-        M, min_rows,
-        [&](index_t r0, index_t r1) {
-          T* Ap = bufs + static_cast<index_t>(omp_get_thread_num()) * per;
+    parallel_for_capped(
+        nt, M, min_rows, sgemm_detail::kPackRows,  // thread ranges of whole A panels, balanced to within 6 rows
+        [&](index_t t, index_t r0, index_t r1) {
+          T* Ap = bufs + t * per;
           for (index_t b0 = r0; b0 < r1; b0 += kPaRows) {
             const index_t rows = std::min(kPaRows, r1 - b0);
             const T* a = A.p + b0 * A.si + k0 * A.sk;
@@ -468,8 +493,7 @@ void rnn_gemm_pa(index_t M, index_t K, MatA<T> A, const T* B1, index_t ldb1, ind
                 break;
             }
           }
-        },
-        sgemm_detail::kPackRows);  // thread ranges of whole A panels, balanced to within 6 rows
+        });
   }
 }
 
