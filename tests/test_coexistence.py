@@ -118,17 +118,12 @@ def _our_openblas(info):
     return package or vendored
 
 
-def test_one_openblas_copy_of_ours_is_loaded(request):
-    # Known issue (reported): in an installed wheel, `import scipy_openblas32` in nnkern/__init__.py
-    # loads the package's OpenBLAS, which _core then uses, while the copy auditwheel vendored in
-    # nnkern.libs is loaded as _core's dependency but never called: a second library with its own
-    # idle thread pool. Strict xfail in wheel installs, so fixing it turns this into a failure
-    # that asks for the marker's removal.
+def test_one_openblas_copy_of_ours_is_loaded():
+    # In an installed wheel, _core uses the copy auditwheel vendored in nnkern.libs; nnkern must not
+    # also load scipy_openblas32's (a second library with its own idle thread pool whose symbols
+    # interpose the first: see nnkern/__init__.py).
     threadpoolctl = pytest.importorskip("threadpoolctl")
     package, vendored = _openblas_copies(threadpoolctl.threadpool_info())
-    if vendored and package:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="wheel loads scipy_openblas32's OpenBLAS "
-                                              "and the vendored copy (see nnkern/__init__.py)"))
     assert len(package) + len(vendored) == 1
 
 
@@ -159,22 +154,19 @@ def test_thread_pools_seen_by_threadpoolctl():
     np.testing.assert_allclose(ours, a @ a, rtol=1e-12, atol=1e-10)
 
 
-def test_limiting_other_blas_libraries_leaves_ours_at_one_thread(request):
+def test_limiting_other_blas_libraries_leaves_ours_at_one_thread():
     # threadpoolctl sets (and on leaving threadpool_limits restores) every library's count. In a
     # wheel install the vendored copy's set_num_threads binds to scipy_openblas32's copy (symbol
     # interposition), so setting the unused vendored copy to n threads sets the copy nnkern uses:
     # threadpool_limits(1) then left nnkern's GEMMs at 2 OpenBLAS threads inside each OpenMP
-    # thread about every other run (it depends on the order threadpoolctl lists the libraries).
-    # Strict xfail while both copies load.
+    # thread about every other run (it depends on the order threadpoolctl lists the libraries);
+    # test_one_openblas_copy_of_ours_is_loaded guards against that setup.
     threadpoolctl = pytest.importorskip("threadpoolctl")
     a = np.ones((64, 64))
     a @ a
     controller = threadpoolctl.ThreadpoolController()
     info = controller.info()
     package, vendored = _openblas_copies(info)
-    if vendored and package:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="wheel loads two OpenBLAS copies "
-                                              "(see test_one_openblas_copy_of_ours_is_loaded)"))
     ours = _our_openblas(info)[0]["filepath"]
     others = [d["filepath"] for d in info if d["user_api"] == "blas" and d["filepath"] != ours]
     assert others  # at least NumPy's own BLAS

@@ -7,11 +7,17 @@ nnkern's OpenMP threads (``set_num_threads``) and give bitwise identical results
 count.
 """
 
-# Load our OpenBLAS copy first. The extension finds it through its RPATH; importing the package
-# also loads it into the process by name, which covers relocated installs and development builds.
-import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+# The extension finds our OpenBLAS through its RPATH: the copy auditwheel vendors in a repaired
+# wheel, or scipy_openblas32's in a source/editable install. Only if that fails (a relocated build)
+# do we load scipy_openblas32's library by name. Importing it unconditionally would load a second
+# OpenBLAS next to a wheel's vendored one, with its own thread pool, and the two would interpose
+# each other's symbols (threadpoolctl limits then reach the wrong copy).
+try:
+    from . import _core
+except ImportError:
+    import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
-from . import _core
+    from . import _core
 from ._core import (
     blas_config,
     blas_corename,
