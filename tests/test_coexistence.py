@@ -100,22 +100,19 @@ def test_torch_in_the_same_process_gives_identical_results(tmp_path):
 
 def _openblas_copies(info):
     """(scipy_openblas32's library, the copy vendored in nnkern.libs by auditwheel): the
-    threadpoolctl entries of each (lists, empty when not loaded)."""
-    import scipy_openblas32
-
-    libdir = os.path.realpath(scipy_openblas32.get_lib_dir())
+    threadpoolctl entries of each (lists, empty when not loaded). Found by path: importing
+    scipy_openblas32 to ask for its directory would itself load its library."""
     openblas = [d for d in info if d["internal_api"] == "openblas"]
-    package = [d for d in openblas if os.path.realpath(d["filepath"]).startswith(libdir + os.sep)]
+    package = [d for d in openblas if f"scipy_openblas32{os.sep}lib{os.sep}" in os.path.realpath(d["filepath"])]
     vendored = [d for d in openblas if "nnkern.libs" in d["filepath"]]
     return package, vendored
 
 
 def _our_openblas(info):
-    """The OpenBLAS nnkern computes with. nnkern/__init__.py imports scipy_openblas32 first, which
-    loads that package's library into the global symbol scope, so _core's BLAS calls bind to it
-    even in a repaired wheel (checked with LD_DEBUG=bindings); without it, the vendored copy."""
+    """The OpenBLAS nnkern computes with: the vendored copy in a repaired wheel, else the
+    scipy_openblas32 package's (source and editable installs, found through _core's RPATH)."""
     package, vendored = _openblas_copies(info)
-    return package or vendored
+    return vendored or package
 
 
 def test_one_openblas_copy_of_ours_is_loaded():
