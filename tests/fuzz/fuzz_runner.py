@@ -108,10 +108,19 @@ class Worker:
         return self.proc.returncode, err[-2000:]
 
 
+def _nnkern_parent_dir():
+    """Where this process imports nnkern from (an installed package, or the source tree's python/
+    after a dev build), so the children test the same build; the source tree as a fallback."""
+    try:
+        import nnkern
+        return os.path.dirname(os.path.dirname(os.path.abspath(nnkern.__file__)))
+    except ImportError:
+        return os.path.join(os.path.dirname(os.path.dirname(HERE)), "python")
+
+
 def child_env():
     env = dict(os.environ)
-    py = os.path.join(os.path.dirname(os.path.dirname(HERE)), "python")
-    env["PYTHONPATH"] = os.pathsep.join([p for p in (env.get("PYTHONPATH"), py) if p])
+    env["PYTHONPATH"] = os.pathsep.join([p for p in (_nnkern_parent_dir(), env.get("PYTHONPATH")) if p])
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
 
@@ -184,7 +193,7 @@ def main(argv=None):
         worker_main()
         return 0
     sys.path.insert(0, HERE)
-    sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(HERE)), "python"))
+    sys.path.insert(1, _nnkern_parent_dir())
     if a.repro:
         import fuzz_engine
         case, ref, expect, desc, dtype = fuzz_engine.draw(a.repro[0], int(a.repro[1]))
