@@ -104,3 +104,10 @@ def pytest_report_header(config):
     return (f"nnkern {nk.__version__}: simd={nk.simd_level()} blas={nk.blas_corename()} "
             f"threads={nk.get_num_threads()} torch={'absent' if torch is None else torch.__version__} "
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+
+
+def pytest_configure(config):
+    # Also registered in pyproject.toml; repeated here for runs outside the source tree (the wheel
+    # test copies tests/ to a temporary directory, where pyproject's settings are not read).
+    config.addinivalue_line("markers", "slow: long-running tests (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "torch: compares against PyTorch (skipped when torch is absent)")

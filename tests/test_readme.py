@@ -9,9 +9,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_readme_starts_with_two_commands():
+    if not (ROOT / ".ci" / "run").exists() or not (ROOT / "README.md").exists():
+        pytest.skip("not in the source tree (running against an installed copy)")
     readme = (ROOT / "README.md").read_text()
-    if not (ROOT / ".ci" / "run").exists():  # running against an installed copy without the repo
-        return
     block = re.search(r"^```sh\n(.*?)^```", readme, re.S | re.M)
     assert block, "README.md must have a ```sh block"
     cmds = [ln for ln in block.group(1).splitlines() if ln.strip() and not ln.startswith("#")]
