@@ -339,14 +339,14 @@ template <class T>
 NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_pa_avx2(index_t M, index_t N, index_t K, const T* A, index_t si,
                                                             index_t sk, const T* B, index_t ldk, index_t ps, T* C,
                                                             index_t ldc, bool acc, T* Ap) {
-  gemm_pa_body<T, 32, 4, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
+  gemm_pa_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
 }
 
 template <class T>
 __attribute__((noinline)) void gemm_pa_baseline(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk,
                                                 const T* B, index_t ldk, index_t ps, T* C, index_t ldc, bool acc,
                                                 T* Ap) {
-  gemm_pa_body<T, 16, 4, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
+  gemm_pa_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
 }
 
 // Per ISA: AVX-512 has 32 vector registers (24 accumulators of 16 floats: 6 rows x 64 columns),
@@ -362,14 +362,14 @@ template <class T>
 NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_avx2(index_t M, index_t N, index_t K, const T* A, index_t si,
                                                          index_t sk, const T* B, index_t ldk, index_t ps,
                                                          index_t col0, T* C, index_t ldc, bool acc) {
-  gemm_body<T, 32, 4, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
+  gemm_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
 }
 
 template <class T>
 __attribute__((noinline)) void gemm_baseline(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk,
                                              const T* B, index_t ldk, index_t ps, index_t col0, T* C, index_t ldc,
                                              bool acc) {
-  gemm_body<T, 16, 4, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
+  gemm_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
 }
 
 }  // namespace sgemm_detail
