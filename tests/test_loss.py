@@ -582,3 +582,34 @@ def test_nonfinite_bce_and_cross_entropy_match_torch():
     zt = torch.from_numpy(z).requires_grad_(True)
     F.cross_entropy(zt, torch.from_numpy(tgt), reduction="sum").backward()
     np.testing.assert_array_equal(np.isnan(nk.cross_entropy_backward(z, tgt, reduction="sum")), np.isnan(zt.grad.numpy()))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("C", [5, 70])  # the block-wise and the fused row paths
+def test_cross_entropy_ignored_rows_with_nonfinite_weight_and_smoothing(C):
+    """With label smoothing an ignored row's zero upstream gradient also meets every class weight
+    (torch: 0 * w_c), so a NaN or infinite class weight makes the row's gradient NaN; without
+    smoothing the row stays 0 (fuzz finding cross_entropy_forward_backward 1000912: nnkern gave 0)."""
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((4, C))
+    t = np.array([0, -100, 2, 1])
+    z3 = np.ascontiguousarray(np.repeat(z[:, :, None], 3, axis=2))  # strided class dim: column path
+    t3 = np.repeat(t[:, None], 3, axis=1)
+    for bad in (np.nan, np.inf, -np.inf):
+        w = rng.uniform(0.5, 2.0, C)
+        w[C - 1] = bad
+        for smoothing in (0.0, 0.3):
+            kw = dict(weight=w, label_smoothing=smoothing, reduction="sum")
+            g = nk.cross_entropy_backward(z, t, **kw)
+            _, g2 = nk.cross_entropy_forward_backward(z, t, **kw)
+            ge = ref.cross_entropy_backward(z, t, **kw)
+            assert np.isnan(g[1]).all() == (smoothing > 0) and (smoothing > 0 or (g[1] == 0).all())
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(ge))
+            np.testing.assert_array_equal(np.isnan(g2), np.isnan(ge))
+            g3 = nk.cross_entropy_backward(z3, t3, **kw)
+            np.testing.assert_array_equal(np.isnan(g3), np.isnan(ref.cross_entropy_backward(z3, t3, **kw)))
+            if torch is not None:
+                zt = torch.from_numpy(z).requires_grad_(True)
+                torch.nn.functional.cross_entropy(zt, torch.from_numpy(t), weight=torch.from_numpy(w),
+                                                  label_smoothing=smoothing, reduction="sum").backward()
+                np.testing.assert_array_equal(np.isnan(g[1]), np.isnan(zt.grad.numpy()[1]))

@@ -257,6 +257,63 @@ def test_empty_and_degenerate(rng):
     assert np.isnan(y[:, 2]).all() and np.isfinite(y[:, :2]).all()
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the twin computes inf - inf
+@pytest.mark.parametrize("shape", [(4, 2, 4), (300, 2), (3, 2, 70)])  # tile and plane reductions
+def test_infinite_inputs_give_torchs_statistics(rng, shape):
+    # An infinite value makes its channel's mean +-inf (and inf - inf = NaN with both signs), as
+    # torch's sum / n; merging partial means used to turn +inf into NaN (fuzz, batch_norm 1003138).
+    x = rng.standard_normal(shape)
+    x[(1, 1) + (0,) * (len(shape) - 2)] = np.inf
+    x[(2, 0) + (0,) * (len(shape) - 2)] = -np.inf
+    x[(3 % shape[0], 0) + (1 % shape[-1],) * (len(shape) - 2)] = np.inf
+    _, sm, si = nk.batch_norm(x, None, None, training=True)
+    _, sme, sie = ref.batch_norm(x, None, None, training=True)
+    assert np.isnan(sm[0]) and sm[1] == np.inf and np.isnan(si).all()
+    np.testing.assert_array_equal(sm, sme)
+    np.testing.assert_array_equal(si, sie)
+    if torch is not None:
+        tm = torch.ops.aten.native_batch_norm(torch.from_numpy(x), None, None, None, None, True, 0.1, 1e-5)
+        np.testing.assert_array_equal(sm, tm[1].numpy())
+        np.testing.assert_array_equal(si, tm[2].numpy())
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_empty_batch_backward_ignores_nonfinite_statistics():
+    # sum over an empty batch is 0 whatever save_invstd holds (it was 0 * inf = NaN: fuzz,
+    # batch_norm_backward 1000259; torch 2.13 dies with SIGFPE on this input, so no torch check).
+    si = np.array([np.inf, np.nan, 1.0])
+    dx, dw, db = nk.batch_norm_backward(np.zeros((0, 3)), np.zeros((0, 3)), None, np.zeros(3), si, True)
+    _, dwe, dbe = ref.batch_norm_backward(np.zeros((0, 3)), np.zeros((0, 3)), None, np.zeros(3), si, True)
+    assert dx.shape == (0, 3)
+    np.testing.assert_array_equal(dw, np.zeros(3))
+    np.testing.assert_array_equal(dw, dwe)
+    np.testing.assert_array_equal(db, dbe)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("shape", [(5, 3, 4), (6, 3), (2, 3, 80)])
+@pytest.mark.parametrize("training", [True, False])
+def test_backward_with_infinite_weight_or_invstd_follows_torch(rng, shape, training):
+    # dx = (dy - (x - mean) k - mean(dy)) * weight * invstd in torch's order: an infinite weight or
+    # invstd gives +-inf (a finite bracket times infinity), not the NaN of inf - inf that the folded
+    # form k1 dy + k2 (x - mean) + k3 gave (fuzz, batch_norm_backward 18576 and 1001619).
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    sm, si = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    w = rng.standard_normal(3)
+    w[0], si[1], si[2] = np.inf, np.inf, -np.inf
+    got = nk.batch_norm_backward(dy, x, w, sm, si, training)
+    want = ref.batch_norm_backward(dy, x, w, sm, si, training)
+    assert np.isinf(got[0][:, 0]).all() and np.isinf(got[0][:, 1]).all()
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    if torch is not None and training:  # (eval mode: torch reads running statistics, none here)
+        t = torch.ops.aten.native_batch_norm_backward(
+            torch.from_numpy(dy), torch.from_numpy(x), torch.from_numpy(w), None, None, torch.from_numpy(sm),
+            torch.from_numpy(si), training, 1e-5, [True, True, True])
+        for a, b in zip(got, t):
+            np.testing.assert_allclose(a, b.numpy(), rtol=1e-12)
+
+
 def test_errors():
     x = np.ones((4, 3), np.float32)
     c32 = np.ones(3, np.float32)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "nnkern/parallel.h"
@@ -98,21 +99,31 @@ NNK_MULTIVERSION(mse_loop, mse_body)
 struct CeArgs {
   index_t C;
   std::int64_t ignore;
+  double ignored_smooth;  // 0, or NaN when a class weight is NaN/inf (see ignored_row_zero)
 };
 
 template <bool kSmooth, class M>
 struct CeTag {};
 
+// An ignored row's gradient value: 0, or NaN where torch's 0 * (softmax or class weight) is NaN.
+template <bool kSmooth>
+NNK_INLINE double ignored_row_zero(double s, const CeArgs& a) {
+  return kSmooth ? s * 0.0 + a.ignored_smooth : s * 0.0;
+}
+
 // Loss of one row and, with M::kGrad, its gradient from dr = e^(z - max) (in place). s = sum of dr,
 // swt = sum_c w_c (z_c - max) (both accumulated in double), zt = z_t (unused when the row is
 // ignored). The per-row scalars are formed in double; the gradient scale is rounded to T once.
 template <bool kSmooth, class M, class T>
-NNK_INLINE double ce_finish_row(T* dr, std::int64_t t, const T* w, index_t C, std::int64_t ignore, double s, T mx,
-                                T zt, double swt, T eps, T wsum, T g) {
-  if (t == ignore) {
+NNK_INLINE double ce_finish_row(T* dr, std::int64_t t, const T* w, const CeArgs& a, double s, T mx, T zt, double swt,
+                                T eps, T wsum, T g) {
+  const index_t C = a.C;
+  if (t == a.ignore) {
     // torch: an ignored row's gradient is 0 - softmax * 0, which is NaN across the row when its
-    // logits hold a NaN or +inf (then s, a sum of e^(z - max) <= C, is NaN), else 0.
-    if constexpr (M::kGrad) std::fill(dr, dr + C, static_cast<T>(s * 0.0));
+    // logits hold a NaN or +inf (then s, a sum of e^(z - max) <= C, is NaN), else 0. With label
+    // smoothing the zero upstream gradient also meets every class weight (0 * w_c), so a NaN or
+    // infinite class weight makes the row NaN as well.
+    if constexpr (M::kGrad) std::fill(dr, dr + C, static_cast<T>(ignored_row_zero<kSmooth>(s, a)));
     return 0.0;
   }
   const double ls = std::log(s);
@@ -165,7 +176,7 @@ NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, double* rl, T* grad, const T* z,
       }
       T g = gscale;
       if constexpr (M::kGvec) g *= gv[r];
-      rl[r] = ce_finish_row<kSmooth, M>(dr, t, w, C, a.ignore, s, mx, zt, swt, eps, wsum, g);
+      rl[r] = ce_finish_row<kSmooth, M>(dr, t, w, a, s, mx, zt, swt, eps, wsum, g);
     }
     return;
   }
@@ -205,8 +216,7 @@ NNK_INLINE void ce_rows_body(CeTag<kSmooth, M>, double* rl, T* grad, const T* z,
     for (index_t c = 0; c < C; ++c) s += dr[c];
     T g = gscale;
     if constexpr (M::kGvec) g *= gv[r];
-    rl[r] = ce_finish_row<kSmooth, M>(dr, tgt[r], w, C, a.ignore, s, m[r], zt[r], kSmooth ? swt[r] : 0.0, eps, wsum,
-                                      g);
+    rl[r] = ce_finish_row<kSmooth, M>(dr, tgt[r], w, a, s, m[r], zt[r], kSmooth ? swt[r] : 0.0, eps, wsum, g);
   }
 }
 NNK_MULTIVERSION(ce_rows, ce_rows_body)
@@ -257,7 +267,7 @@ NNK_INLINE void ce_cols_body(CeTag<kSmooth, M>, double* rl, T* grad, const T* z,
     const std::int64_t t = tgt[j];
     if (t == a.ignore) {
       rl[j] = 0.0;
-      k1[j] = static_cast<T>(s[j] * 0.0);  // NaN for a row with NaN/+inf logits, as torch (ce_finish_row)
+      k1[j] = static_cast<T>(ignored_row_zero<kSmooth>(s[j], a));  // NaN or 0, see ce_finish_row
       k2[j] = T(0);
       continue;
     }
@@ -420,9 +430,13 @@ double cross_entropy(LossOutputs out, T* loss, T* grad, const T* logits, const s
     w = ones;
   }
   double wsum_d = 0.0;
-  for (index_t c = 0; c < C; ++c) wsum_d += static_cast<double>(w[c]);
+  bool weights_finite = true;
+  for (index_t c = 0; c < C; ++c) {
+    wsum_d += static_cast<double>(w[c]);
+    weights_finite = weights_finite && std::isfinite(w[c]);
+  }
   const T wsum = static_cast<T>(wsum_d);
-  const CeArgs args{C, ignore_index};
+  const CeArgs args{C, ignore_index, weights_finite ? 0.0 : std::numeric_limits<double>::quiet_NaN()};
   const bool smooth = label_smoothing != T(0);
   double total = 0.0;
 

@@ -34,6 +34,14 @@ struct Moments {
   void merge(double nb, double mean_b, double m2_b) {
     const double n = count + nb;
     const double delta = mean_b - mean;
+    // An infinite mean on either side makes delta inf - inf = NaN or +-inf, and mean + delta
+    // NaN where the plain sum/n (torch's mean) is +-inf: take the weighted mean then.
+    if (!std::isfinite(delta)) {
+      mean = (count > 0.0 ? mean * count : 0.0) / n + mean_b * (nb / n);
+      m2 += m2_b + delta * delta;  // NaN or inf, as torch's sum of squared deviations
+      count = n;
+      return;
+    }
     mean += delta * (nb / n);
     m2 += m2_b + delta * delta * (count * nb / n);
     count = n;
@@ -205,7 +213,10 @@ NNK_INLINE void rows_affine_body(T* y, const T* x, index_t R, index_t r0, index_
 }
 NNK_MULTIVERSION(rows_affine, rows_affine_body)
 
-// Training backward elementwise: dx = k1*dy + k2*(x - mean) + k3.
+// Training backward elementwise, in torch's form: dx = (dy - (x - mean)*k2 - k3) * k1 with
+// k1 = weight*invstd, k2 = invstd^2 * sum(dy (x - mean)) / M, k3 = sum(dy) / M. (Folding k1 into
+// the other two saves one operation but turns an infinite weight or invstd into inf - inf = NaN
+// where torch's finite bracket times infinity gives +-inf.)
 template <class T>
 NNK_INLINE void planes_bwd_train_body(T* dx, const T* dy, const T* x, index_t C, index_t S,
                                       index_t p0, index_t p1, const T* mean, const T* k1,
@@ -217,7 +228,7 @@ NNK_INLINE void planes_bwd_train_body(T* dx, const T* dy, const T* x, index_t C,
     const T* g = dy + p * S;
     const T* xp = x + p * S;
 #pragma omp simd
-    for (index_t i = 0; i < S; ++i) o[i] = a * g[i] + b * (xp[i] - m) + d;
+    for (index_t i = 0; i < S; ++i) o[i] = (g[i] - (xp[i] - m) * b - d) * a;
   }
 }
 NNK_MULTIVERSION(planes_bwd_train, planes_bwd_train_body)
@@ -230,7 +241,7 @@ NNK_INLINE void rows_bwd_train_body(T* dx, const T* dy, const T* x, index_t R, i
     const T* g = dy + r * R;
     const T* xr = x + r * R;
 #pragma omp simd
-    for (index_t j = 0; j < R; ++j) o[j] = k1[j] * g[j] + k2[j] * (xr[j] - mean[j]) + k3[j];
+    for (index_t j = 0; j < R; ++j) o[j] = (g[j] - (xr[j] - mean[j]) * k2[j] - k3[j]) * k1[j];
   }
 }
 NNK_MULTIVERSION(rows_bwd_train, rows_bwd_train_body)
@@ -494,11 +505,11 @@ void batch_norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, c
     const double invstd = static_cast<double>(save_invstd[c]);
     const double w = weight != nullptr ? static_cast<double>(weight[c]) : 1.0;
     dbias[c] = static_cast<T>(sdy[c]);
-    dweight[c] = static_cast<T>(sdyx[c] * invstd);
-    const double a = w * invstd;
-    k1[c] = static_cast<T>(a);
-    k2[c] = training && M > 0 ? static_cast<T>(-a * invstd * invstd * sdyx[c] / md) : T(0);
-    k3[c] = training && M > 0 ? static_cast<T>(-a * sdy[c] / md) : T(0);
+    // An empty batch has empty sums: dweight is 0 whatever save_invstd holds (not 0 * inf).
+    dweight[c] = M > 0 ? static_cast<T>(sdyx[c] * invstd) : T(0);
+    k1[c] = static_cast<T>(w * invstd);
+    k2[c] = training && M > 0 ? static_cast<T>(sdyx[c] * invstd * invstd / md) : T(0);
+    k3[c] = training && M > 0 ? static_cast<T>(sdy[c] / md) : T(0);
   }
   if (M == 0) return;
   if (use_planes(S)) {

@@ -29,13 +29,10 @@ KNOWN_FINDINGS = {
     #     as wsum * lse - sum(w z), inf - inf = NaN where torch sums w (lse - z) = inf.
     **{(k, "nan_mismatch"): "label smoothing with an infinite class weight: inf - inf" for k in (
         "cross_entropy", "cross_entropy_backward", "cross_entropy_forward_backward")},
-    # (d) batch_norm_backward (training) with an infinite weight: dx = k1 dy + k2 (x - mean) + k3 with
-    #     k1, k2, k3 all infinite gives inf - inf = NaN; torch scales the finite bracket by w: +-inf.
-    ("batch_norm_backward", "nan_mismatch"): "infinite weight: k1 dy + k2 xmu + k3 gives inf - inf "
-                                             "(and non-finite save_mean/save_invstd: not triaged yet)",
-    # Seen only with --seed 1 of the 20,000-call run, not triaged against torch yet (FUZZ.md):
-    ("batch_norm", "nan_mismatch"): "not triaged: Inf in x, save_mean NaN (kernel) vs +-inf (twin)",
-    ("affine_warp", "nan_mismatch"): "not triaged: NaN pixel next to a sample point (zero-weight bilinear tap)",
+    # (d) affine_warp (bilinear) does not read corners with a zero weight, so an exact sample next to a
+    #     NaN/Inf pixel copies its pixel (flips and integer shifts stay exact); torch's grid_sample and
+    #     the twin give 0 * NaN = NaN there.
+    ("affine_warp", "nan_mismatch"): "zero-weight bilinear corners are not read (exact copies next to NaN)",
 }
 
 # Public kernels deliberately without a fuzz spec (justified). Empty: everything is fuzzed.

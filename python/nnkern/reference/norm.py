@@ -79,17 +79,22 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, *, out=None, dweight_out=None,
                         dbias_out=None):
     """Returns (dx, dweight, dbias) with torch's formulas (see nk.batch_norm_backward)."""
+    # torch's evaluation order (it decides what NaN/Inf statistics or weights give):
+    # dx = (dy - (x - mean) * k - mean(dy)) * weight * invstd, k = invstd^2 * sum(dy (x - mean)) / n.
     axes, bshape, count = _channel_view(x)
-    xhat = (x - save_mean.reshape(bshape)) * save_invstd.reshape(bshape)
+    xmu = x - save_mean.reshape(bshape)
     dbias = dy.sum(axis=axes)
-    dweight = (dy * xhat).sum(axis=axes)
-    k = save_invstd if weight is None else save_invstd * weight
+    dotp = (dy * xmu).sum(axis=axes)
+    # an empty batch has empty sums: dweight 0 whatever save_invstd holds
+    dweight = dotp * save_invstd if count > 0 else np.zeros_like(dotp)
+    s = save_invstd if weight is None else weight * save_invstd
     if training and count > 0:
-        dx = dy - (dbias / count).reshape(bshape)
-        dx -= xhat * (dweight / count).reshape(bshape)
-        dx *= k.reshape(bshape)
+        k = dotp * save_invstd * save_invstd / count
+        dx = dy - xmu * k.reshape(bshape)
+        dx -= (dbias / count).reshape(bshape)
+        dx *= s.reshape(bshape)
     else:
-        dx = dy * k.reshape(bshape)
+        dx = dy * s.reshape(bshape)
     if out is not None:
         out[...] = dx
         dx = out
