@@ -312,54 +312,59 @@ inline PaddedDims padded_dims(const ConvGeom& g) {
   return {(g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1, (g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1};
 }
 
-// 2-D transposes in register tiles of 64 bytes x 64 bytes (16x16 floats, 8x8 doubles), written
-// with GCC vector extensions so the same source compiles at every ISA level: a butterfly of
-// log2(L) two-vector shuffles per row pair swaps the off-diagonal blocks of 8, 4, 2, 1 lanes.
-template <class T>
+// 2-D transposes in register tiles of VB bytes x VB bytes (VB = 64: 16x16 floats, 8x8 doubles),
+// written with GCC vector extensions so the same source compiles at every ISA level: a butterfly
+// of log2(L) two-vector shuffles per row pair swaps the off-diagonal blocks of L/2, ..., 2, 1
+// lanes. VB must match the ISA's vector width (with_tile_bytes): GCC splits wider vectors and
+// lowers their shuffles element by element (64-byte tiles under AVX2 ran at ~1.6 GB/s, a quarter
+// of a strided convolution's time).
+template <class T, int VB = 64>
 struct Tile {
-  static constexpr int L = 64 / sizeof(T);
+  static constexpr int L = VB / sizeof(T);
   using IntT = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
-  typedef T Vec __attribute__((vector_size(64)));
-  typedef IntT Mask __attribute__((vector_size(64)));
+  typedef T Vec __attribute__((vector_size(VB)));
+  typedef IntT Mask __attribute__((vector_size(VB)));
 };
 
-template <class T, int BS>
-NNK_INLINE void tile_stage(typename Tile<T>::Vec* v) {
-  constexpr int L = Tile<T>::L;
-  typename Tile<T>::Mask lo, hi;
+template <class T, int BS, int VB = 64>
+NNK_INLINE void tile_stage(typename Tile<T, VB>::Vec* v) {
+  constexpr int L = Tile<T, VB>::L;
+  typename Tile<T, VB>::Mask lo, hi;
   for (int j = 0; j < L; ++j) {
     lo[j] = (j & BS) == 0 ? j : L + j - BS;
     hi[j] = (j & BS) == 0 ? j + BS : L + j;
   }
   for (int r = 0; r < L; ++r) {
     if (r & BS) continue;
-    const typename Tile<T>::Vec a = v[r], b = v[r + BS];
+    const typename Tile<T, VB>::Vec a = v[r], b = v[r + BS];
     v[r] = __builtin_shuffle(a, b, lo);
     v[r + BS] = __builtin_shuffle(a, b, hi);
   }
 }
 
 // dst[j*ldd + i] = src[i*lds + j] for a full L x L tile.
-template <class T>
+template <class T, int VB = 64>
 NNK_INLINE void transpose_tile(T* NNK_RESTRICT dst, index_t ldd, const T* NNK_RESTRICT src, index_t lds) {
-  constexpr int L = Tile<T>::L;
-  typename Tile<T>::Vec v[L];
+  constexpr int L = Tile<T, VB>::L;
+  typename Tile<T, VB>::Vec v[L];
   for (int i = 0; i < L; ++i) __builtin_memcpy(&v[i], src + i * lds, sizeof(v[i]));
-  if constexpr (L == 16) tile_stage<T, 8>(v);
-  tile_stage<T, 4>(v);
-  tile_stage<T, 2>(v);
-  tile_stage<T, 1>(v);
+  if constexpr (L >= 16) tile_stage<T, 8, VB>(v);
+  if constexpr (L >= 8) tile_stage<T, 4, VB>(v);
+  if constexpr (L >= 4) tile_stage<T, 2, VB>(v);
+  tile_stage<T, 1, VB>(v);
   for (int j = 0; j < L; ++j) __builtin_memcpy(dst + j * ldd, &v[j], sizeof(v[j]));
 }
 
 // dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: full tiles, scalar edges.
-template <class T>
+template <class T, int VB>
 NNK_INLINE void transpose_2d(T* NNK_RESTRICT dst, index_t ldd, const T* NNK_RESTRICT src, index_t lds,
                              index_t rows, index_t cols) {
-  constexpr int L = Tile<T>::L;
+  constexpr int L = Tile<T, VB>::L;
   const index_t rows_full = rows / L * L, cols_full = cols / L * L;
   for (index_t i0 = 0; i0 < rows_full; i0 += L) {
-    for (index_t j0 = 0; j0 < cols_full; j0 += L) transpose_tile(dst + j0 * ldd + i0, ldd, src + i0 * lds + j0, lds);
+    for (index_t j0 = 0; j0 < cols_full; j0 += L) {
+      transpose_tile<T, VB>(dst + j0 * ldd + i0, ldd, src + i0 * lds + j0, lds);
+    }
     for (index_t i = i0; i < i0 + L; ++i) {
       for (index_t j = cols_full; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
     }
@@ -369,11 +374,55 @@ NNK_INLINE void transpose_2d(T* NNK_RESTRICT dst, index_t ldd, const T* NNK_REST
   }
 }
 
+// Channels-last rows from the (C, h_end, w_end) interior of one NCHW image: row ih of the result
+// at nhwc + ih * drow, pixel w at + w * C. Channels go in blocks of one tile (L of them) over all
+// rows: the L channel rows (HW apart, often a multiple of 4 KiB) then stay in L1 while their tiles
+// pass; with all C channels per image row (the obvious order) those rows compete for one cache
+// set and the transposes ran at ~5 instead of ~12 GB/s (AVX2, 64 channels of 32 x 32).
+template <class T, int VB>
+NNK_INLINE void nchw_to_nhwc_strips(T* nhwc, index_t drow, const T* nchw, const ConvGeom& g, index_t h_end,
+                                    index_t w_end) {
+  constexpr int L = Tile<T, VB>::L;
+  const index_t C = g.C, HW = g.H * g.W;
+  for (index_t c0 = 0; c0 < C; c0 += L) {
+    const index_t nc = std::min<index_t>(L, C - c0);
+    for (index_t ih = 0; ih < h_end; ++ih) {
+      transpose_2d<T, VB>(nhwc + ih * drow + c0, C, nchw + c0 * HW + ih * g.W, HW, nc, w_end);
+    }
+  }
+}
+
+// The inverse: the (C, h_end, w_end) interior of an NCHW image from channels-last rows.
+template <class T, int VB>
+NNK_INLINE void nhwc_to_nchw_strips(T* nchw, const T* nhwc, index_t drow, const ConvGeom& g, index_t h_end,
+                                    index_t w_end) {
+  constexpr int L = Tile<T, VB>::L;
+  const index_t C = g.C, HW = g.H * g.W;
+  for (index_t c0 = 0; c0 < C; c0 += L) {
+    const index_t nc = std::min<index_t>(L, C - c0);
+    for (index_t ih = 0; ih < h_end; ++ih) {
+      transpose_2d<T, VB>(nchw + c0 * HW + ih * g.W, HW, nhwc + ih * drow + c0, C, w_end, nc);
+    }
+  }
+}
+
+// Calls f(std::integral_constant<int, VB>) with the tile bytes of the ISA level in use. All three
+// instantiations are compiled into every NNK_MULTIVERSION wrapper; the level picks the one that
+// suits the wrapper's ISA.
+template <class F>
+NNK_INLINE void with_tile_bytes(F&& f) {
+  switch (simd::level()) {
+    case simd::kAvx512: f(std::integral_constant<int, 64>{}); break;
+    case simd::kAvx2: f(std::integral_constant<int, 32>{}); break;
+    default: f(std::integral_constant<int, 16>{}); break;
+  }
+}
+
 // xt [Hp, Wp, C] (zero outside the input)  x [C, H, W] (one image)
 template <class T>
 NNK_INLINE void to_padded_nhwc_body(T* xt, const T* x, const ConvGeom* gp, index_t Hp, index_t Wp) {
   const ConvGeom& g = *gp;
-  const index_t C = g.C, HW = g.H * g.W;
+  const index_t C = g.C;
   // Rows: top padding, input rows inside the padded extent, the rest (bottom padding); columns
   // likewise. A large stride may leave part of the padding or input unread.
   const index_t top = std::min(g.PH, Hp), h_end = std::clamp<index_t>(Hp - g.PH, 0, g.H);
@@ -384,9 +433,11 @@ NNK_INLINE void to_padded_nhwc_body(T* xt, const T* x, const ConvGeom* gp, index
     T* row = xt + (g.PH + ih) * Wp * C;
     zero_run(row, left * C);
     zero_run(row + (left + w_end) * C, (Wp - left - w_end) * C);
-    // The (C, w_end) slab of input row ih (channel stride H*W) becomes (w_end, C).
-    transpose_2d(row + g.PW * C, C, x + ih * g.W, HW, C, w_end);
   }
+  // The (C, h_end, w_end) input slab becomes h_end rows of (w_end, C).
+  with_tile_bytes([&](auto vb) NNK_LAMBDA_INLINE {
+    nchw_to_nhwc_strips<T, decltype(vb)::value>(xt + (g.PH * Wp + g.PW) * C, Wp * C, x, g, h_end, w_end);
+  });
 }
 NNK_MULTIVERSION(to_padded_nhwc, to_padded_nhwc_body)
 
@@ -398,14 +449,14 @@ NNK_INLINE void from_padded_nhwc_body(T* dx, const T* dxt, const ConvGeom* gp, i
   const index_t C = g.C, HW = g.H * g.W;
   const index_t h_end = std::clamp<index_t>(Hp - g.PH, 0, g.H);
   const index_t w_end = std::clamp<index_t>(Wp - g.PW, 0, g.W);
+  with_tile_bytes([&](auto vb) NNK_LAMBDA_INLINE {
+    nhwc_to_nchw_strips<T, decltype(vb)::value>(dx, dxt + (g.PH * Wp + g.PW) * C, Wp * C, g, h_end, w_end);
+  });
   for (index_t ih = 0; ih < g.H; ++ih) {
     T* dst = dx + ih * g.W;
     if (ih >= h_end) {
       for (index_t c = 0; c < C; ++c) zero_run(dst + c * HW, g.W);
-      continue;
-    }
-    transpose_2d(dst, HW, dxt + ((g.PH + ih) * Wp + g.PW) * C, C, w_end, C);
-    if (w_end < g.W) {
+    } else if (w_end < g.W) {
       for (index_t c = 0; c < C; ++c) zero_run(dst + c * HW + w_end, g.W - w_end);
     }
   }
