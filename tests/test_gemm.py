@@ -47,6 +47,21 @@ def test_alpha_beta_accumulate(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("m,n,k", [(1, 37, 20), (29, 1, 20), (29, 37, 1), (1, 1, 20), (1, 37, 1)])
+def test_vector_paths_alpha_beta(rng, m, n, k, ta, tb, dtype):
+    # one row, one column or K = 1 go to gemv/ger: C is scaled by beta first (beta = 0 must not
+    # read a NaN-filled C), then the product is added
+    a, b = make(rng, m, n, k, ta, tb, dtype)
+    prod = op(a, ta).astype(np.float64) @ op(b, tb).astype(np.float64)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    for beta in (0.0, 1.0, -2.0):
+        c = nan_filled((m, n), dtype) if beta == 0.0 else c0.copy()
+        nk.matmul(a, b, out=c, alpha=0.5, beta=beta, trans_a=ta, trans_b=tb)
+        assert_close(c, 0.5 * prod + (beta * c0 if beta else 0.0), dtype, scale=10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fortran_and_strided_inputs(rng, dtype):
     a, b = make(rng, 50, 60, 70, False, False, dtype)
     expected = nk.matmul(a, b)
