@@ -314,11 +314,11 @@ void pack_step_weights(T* Bp, const T* w, const SlicePlan& p, index_t K) {
 template <class T>
 void pack_backward_from_forward(T* Bb, const T* Bf, index_t H, index_t GH) {
   packed_zero_tail(Bb, GH, H);
-  const index_t panels = (H + kPanel - 1) / kPanel;
+  const index_t pw = panel_width(), panels = (H + pw - 1) / pw;
   parallel_for(
       panels, (H * GH < 65536 ? panels : 1),
       [&](index_t q0, index_t q1) {
-        const index_t u0 = q0 * kPanel, u1 = std::min(H, q1 * kPanel);
+        const index_t u0 = q0 * pw, u1 = std::min(H, q1 * pw);
         // dst(k, u) = src(u, k) for u in [u0, u1), in 32 x 32 blocks.
         for (index_t u = u0; u < u1; u += 32) {
           const index_t ue = std::min(u1, u + 32);

@@ -15,11 +15,13 @@
 //                both weights come from one pass over dG). dX = dG W_ih stays with gemm.h, where
 //                OpenBLAS measured faster.
 //
-// Packed B ("panels"): the columns are cut into panels of kPanel = 64 columns; panel q holds
-// rows k = 0..Kp-1 of its 64 columns, one contiguous 64-element row per k (zero beyond the last
-// column). A row-major B is the same thing with panel stride 64 and row stride ldb.
+// Packed B ("panels"): the columns are cut into panels of panel_width() columns (one register
+// tile's width: 64 at the AVX-512 level, 16 at AVX2, 8 at the baseline); panel q holds rows
+// k = 0..Kp-1 of its columns, one contiguous row of panel_width() elements per k (zero beyond the
+// last column), so the B rows a tile reads are consecutive. A row-major B is the same thing with
+// panel stride panel_width() and row stride ldb.
 //
-// Kernel: the output is cut into MR x (NP*VW) tiles held in registers over a K block of kKBlock
+// Kernel: the output is cut into MR x (NP*VW) tiles held in registers over a K block of k_block()
 // rows; per k it loads NP vectors of B and broadcasts MR elements of A. The vector width VW
 // follows the ISA (GCC vector extensions: AVX-512 16 floats, AVX2 8, SSE 4) and so do MR/NP
 // (register budget). Every output element sees the same operation sequence whichever tile
@@ -45,11 +47,21 @@
 namespace nnkern {
 namespace rnn {
 
-constexpr index_t kPanel = 64;
-// K block: a panel's block (kKBlock x 64, 32 KiB in float) stays in L1 while every row tile
-// streams past it; without the cut B is re-read from L2 for each row tile and the loads, not the
-// FMAs, set the pace (measured ~95 vs ~125 GFLOP/s per core on 64 x 256 x 256).
-constexpr index_t kKBlock = 128;
+// Panel width (columns) at the ISA level in use: one tile's NP vectors of floats. At AVX2 a
+// 64-column panel held four 16-column tiles whose B rows were 256 bytes apart; 16-column panels
+// (contiguous tile rows) measured +12% on the 32 x 1024 x 256 step product (Zen 3).
+inline index_t panel_width() {
+  switch (simd::level()) {
+    case simd::kAvx512: return 64;
+    case simd::kAvx2: return 16;
+    default: return 8;
+  }
+}
+// K block: a panel's block (k_block() x panel_width()) stays in L1 while every row tile streams
+// past it; without the cut B is re-read from L2 for each row tile and the loads, not the FMAs,
+// set the pace (AVX-512: 128 x 64 floats, 32 KiB, measured ~95 vs ~125 GFLOP/s per core on
+// 64 x 256 x 256). At AVX2 a 16-column panel's block of 256 rows is 16 KiB (+7% over 128 rows).
+inline index_t k_block() { return simd::level() == simd::kAvx2 ? 256 : 128; }
 
 // A(i, k) = p[i * si + k * sk]: row-major A has (lda, 1); a transposed view of a row-major X has
 // (1, ldx).
@@ -59,7 +71,7 @@ struct MatA {
   index_t si, sk;
 };
 
-// B(k, j) = p[(j / kPanel) * pstride + k * ldk + j % kPanel].
+// B(k, j) = p[(j / panel_width()) * pstride + k * ldk + j % panel_width()].
 template <class T>
 struct MatB {
   const T* p;
@@ -68,30 +80,34 @@ struct MatB {
 
 template <class T>
 inline MatB<T> packed_b(const T* Bp, index_t Kp) {
-  return MatB<T>{Bp, kPanel, Kp * kPanel};
+  return MatB<T>{Bp, panel_width(), Kp * panel_width()};
 }
 
 template <class T>
 inline MatB<T> rowmajor_b(const T* B, index_t ldb) {
-  return MatB<T>{B, ldb, kPanel};
+  return MatB<T>{B, ldb, panel_width()};
 }
 
 // Elements of a packed B with Kp rows and N columns.
-inline index_t packed_size(index_t Kp, index_t N) { return (N + kPanel - 1) / kPanel * kPanel * Kp; }
+inline index_t packed_size(index_t Kp, index_t N) {
+  const index_t pw = panel_width();
+  return (N + pw - 1) / pw * pw * Kp;
+}
 
 // Address of element (k, n) of a packed B with Kp rows.
 template <class T>
 inline T* packed_at(T* Bp, index_t Kp, index_t k, index_t n) {
-  return Bp + (n / kPanel) * Kp * kPanel + k * kPanel + n % kPanel;
+  const index_t pw = panel_width();
+  return Bp + (n / pw) * Kp * pw + k * pw + n % pw;
 }
 
-// Zero the padding columns [N, round_up(N, kPanel)) of a packed B.
+// Zero the padding columns [N, round_up(N, panel_width())) of a packed B.
 template <class T>
 void packed_zero_tail(T* Bp, index_t Kp, index_t N) {
-  const index_t w = N % kPanel;
+  const index_t pw = panel_width(), w = N % pw;
   if (w == 0) return;
-  T* panel = Bp + (N / kPanel) * Kp * kPanel;
-  for (index_t k = 0; k < Kp; ++k) std::fill(panel + k * kPanel + w, panel + (k + 1) * kPanel, T(0));
+  T* panel = Bp + (N / pw) * Kp * pw;
+  for (index_t k = 0; k < Kp; ++k) std::fill(panel + k * pw + w, panel + (k + 1) * pw, T(0));
 }
 
 // B(k0 + k, n0 + n) = src[k * lds + n] for k < rows, n < cols (whole-row copies).
@@ -101,7 +117,7 @@ void pack_rows(T* Bp, index_t Kp, index_t k0, index_t n0, const T* src, index_t 
     index_t n = 0;
     while (n < cols) {
       const index_t c = n0 + n;
-      const index_t len = std::min(cols - n, kPanel - c % kPanel);
+      const index_t len = std::min(cols - n, panel_width() - c % panel_width());
       std::memcpy(packed_at(Bp, Kp, k0 + k, c), src + k * lds + n, static_cast<std::size_t>(len) * sizeof(T));
       n += len;
     }
@@ -119,7 +135,7 @@ void pack_transposed(T* Bp, index_t Kp, index_t n0, const T* src, index_t lds, i
       const index_t c1 = std::min(cols_k, c0 + B);
       for (index_t k = c0; k < c1; ++k) {
         T* dst = packed_at(Bp, Kp, k, n0 + r0);  // n0 + r0 .. n0 + r1 - 1 may cross a panel edge
-        if ((n0 + r0) / kPanel == (n0 + r1 - 1) / kPanel) {
+        if ((n0 + r0) / panel_width() == (n0 + r1 - 1) / panel_width()) {
           for (index_t n = r0; n < r1; ++n) dst[n - r0] = src[n * lds + k];
         } else {
           for (index_t n = r0; n < r1; ++n) *packed_at(Bp, Kp, k, n0 + n) = src[n * lds + k];
@@ -230,7 +246,7 @@ NNK_INLINE void column_block(index_t M, index_t K, const T* A, index_t si, index
   }
 }
 
-// One panel: `cols` <= kPanel columns.
+// One panel: `cols` <= panel_width() columns.
 template <class T, int VB, int MR, int NP>
 NNK_INLINE void panel_body(index_t M, index_t cols, index_t K, const T* A, index_t si, index_t sk, const T* B,
                            index_t ldk, T* C, index_t ldc, bool accumulate) {
@@ -250,18 +266,20 @@ NNK_INLINE void panel_body(index_t M, index_t cols, index_t K, const T* A, index
   }
 }
 
+// pw: panel width, kb: K block (panel_width(), k_block() of the level the wrapper is for).
 template <class T, int VB, int MR, int NP>
 NNK_INLINE void gemm_body(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk, const T* B,
-                          index_t ldk, index_t pstride, index_t col0, T* C, index_t ldc, bool accumulate) {
-  for (index_t j0 = 0; j0 < N; j0 += kPanel) {
-    const T* panel = B + (col0 + j0) / kPanel * pstride;
-    const index_t cols = std::min(kPanel, N - j0);
+                          index_t ldk, index_t pstride, index_t col0, T* C, index_t ldc, bool accumulate,
+                          index_t pw, index_t kb) {
+  for (index_t j0 = 0; j0 < N; j0 += pw) {
+    const T* panel = B + (col0 + j0) / pw * pstride;
+    const index_t cols = std::min(pw, N - j0);
     if (K <= 0) {
       panel_body<T, VB, MR, NP>(M, cols, 0, A, si, sk, panel, ldk, C + j0, ldc, accumulate);
       continue;
     }
-    for (index_t k0 = 0; k0 < K; k0 += kKBlock) {
-      const index_t kc = std::min(kKBlock, K - k0);
+    for (index_t k0 = 0; k0 < K; k0 += kb) {
+      const index_t kc = std::min(kb, K - k0);
       panel_body<T, VB, MR, NP>(M, cols, kc, A + k0 * sk, si, sk, panel + k0 * ldk, ldk, C + j0, ldc,
                                 accumulate || k0 > 0);
     }
@@ -314,17 +332,18 @@ NNK_INLINE void packed_rows(index_t M, index_t kc, const T* Ap, const T* B, inde
 
 template <class T, int VB, int MR, int NP>
 NNK_INLINE void gemm_pa_body(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk, const T* B,
-                             index_t ldk, index_t pstride, T* C, index_t ldc, bool accumulate, T* Ap) {
+                             index_t ldk, index_t pstride, T* C, index_t ldc, bool accumulate, T* Ap, index_t pw,
+                             index_t kbs) {
   constexpr index_t VW = VB / static_cast<index_t>(sizeof(T));
-  const index_t kblocks = K > 0 ? (K + kKBlock - 1) / kKBlock : 1;
+  const index_t kblocks = K > 0 ? (K + kbs - 1) / kbs : 1;
   for (index_t kb = 0; kb < kblocks; ++kb) {
-    const index_t k0 = kb * kKBlock;
-    const index_t kc = std::min(kKBlock, K - k0);  // 0 when K == 0: C = (accumulate ? C : 0)
+    const index_t k0 = kb * kbs;
+    const index_t kc = std::min(kbs, K - k0);  // 0 when K == 0: C = (accumulate ? C : 0)
     pack_a(Ap, M, kc, A + k0 * sk, si, sk);
     const bool acc = accumulate || kb > 0;
-    for (index_t j0 = 0; j0 < N; j0 += kPanel) {
-      const T* panel = B + j0 / kPanel * pstride + k0 * ldk;
-      const index_t cols = std::min(kPanel, N - j0);
+    for (index_t j0 = 0; j0 < N; j0 += pw) {
+      const T* panel = B + j0 / pw * pstride + k0 * ldk;
+      const index_t cols = std::min(pw, N - j0);
       index_t c = 0;
       for (; c + NP * VW <= cols; c += NP * VW) packed_rows<T, VB, MR, NP>(M, kc, Ap, panel + c, ldk, C + j0 + c, ldc, acc);
       for (; c + VW <= cols; c += VW) packed_rows<T, VB, MR, 1>(M, kc, Ap, panel + c, ldk, C + j0 + c, ldc, acc);
@@ -345,54 +364,55 @@ template <class T>
 NNK_TARGET_AVX512 __attribute__((noinline)) void gemm_pa_avx512(index_t M, index_t N, index_t K, const T* A,
                                                                 index_t si, index_t sk, const T* B, index_t ldk,
                                                                 index_t ps, T* C, index_t ldc, bool acc, T* Ap) {
-  gemm_pa_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
+  gemm_pa_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, 64, 128);
 }
 
 template <class T>
 NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_pa_avx2(index_t M, index_t N, index_t K, const T* A, index_t si,
                                                             index_t sk, const T* B, index_t ldk, index_t ps, T* C,
                                                             index_t ldc, bool acc, T* Ap) {
-  gemm_pa_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
+  gemm_pa_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, 16, 256);
 }
 
 template <class T>
 __attribute__((noinline)) void gemm_pa_baseline(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk,
                                                 const T* B, index_t ldk, index_t ps, T* C, index_t ldc, bool acc,
                                                 T* Ap) {
-  gemm_pa_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap);
+  gemm_pa_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, 8, 128);
 }
 
 // Per ISA: AVX-512 has 32 vector registers (24 accumulators of 16 floats: 6 rows x 64 columns),
 // AVX2 and SSE 16 (12 accumulators: 6 rows x 2 vectors; 4 x 2 left the FMA units half idle).
+// The last two arguments of the bodies are that level's panel_width() and k_block().
 template <class T>
 NNK_TARGET_AVX512 __attribute__((noinline)) void gemm_avx512(index_t M, index_t N, index_t K, const T* A, index_t si,
                                                              index_t sk, const T* B, index_t ldk, index_t ps,
                                                              index_t col0, T* C, index_t ldc, bool acc) {
-  gemm_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
+  gemm_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, 64, 128);
 }
 
 template <class T>
 NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_avx2(index_t M, index_t N, index_t K, const T* A, index_t si,
                                                          index_t sk, const T* B, index_t ldk, index_t ps,
                                                          index_t col0, T* C, index_t ldc, bool acc) {
-  gemm_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
+  gemm_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, 16, 256);
 }
 
 template <class T>
 __attribute__((noinline)) void gemm_baseline(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk,
                                              const T* B, index_t ldk, index_t ps, index_t col0, T* C, index_t ldc,
                                              bool acc) {
-  gemm_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc);
+  gemm_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, 8, 128);
 }
 
 }  // namespace sgemm_detail
 
 // C[M,N] = (accumulate ? C : 0) + A[M,K] B[K, col0:col0+N], C row-major (ldc); col0 a multiple
-// of kPanel. Serial: call it from inside parallel regions, one call per work item.
+// of panel_width(). Serial: call it from inside parallel regions, one call per work item.
 template <class T>
 inline void step_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, index_t col0, T* C, index_t ldc,
                       bool accumulate) {
-  NNK_ASSERT(col0 % kPanel == 0);
+  NNK_ASSERT(col0 % panel_width() == 0);
   if (M <= 0 || N <= 0) return;
   switch (simd::level()) {
     case simd::kAvx512:
@@ -428,7 +448,7 @@ void rnn_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, T* C, index
 }
 
 // C[M,N] = (accumulate ? C : 0) + A [B1 | B2] for long K (the all-steps backward products:
-// dW = dG^T [X | H_prev], dX = dG W_ih). Per K block of kKBlock rows, B's block is packed once
+// dW = dG^T [X | H_prev], dX = dG W_ih). Per K block of k_block() rows, B's block is packed once
 // into panels (contiguous: no cache-set conflicts from a large row stride), then the rows of C are
 // processed in blocks of kPaRows, each thread packing its own block of A; C stays in L2 across K.
 // B2 (optional, n2 columns, may be null) supplies columns [n1, n1 + n2). Bitwise equal for any
@@ -466,21 +486,22 @@ void rnn_gemm_pa(index_t M, index_t K, MatA<T> A, const T* B1, index_t ldb1, ind
   const index_t N = n1 + n2;
   if (M <= 0 || N <= 0) return;
   const int nt = std::max(1, num_threads());
-  const index_t per = kPaRows * kKBlock;
-  const index_t bsize = packed_size(kKBlock, N);
+  const index_t pw = panel_width(), kbs = k_block();
+  const index_t per = kPaRows * kbs;
+  const index_t bsize = packed_size(kbs, N);
   // Packed B block and one packed-A buffer per thread that may join (taken before any region).
   T* Bp = static_cast<T*>(scratch_bytes(5 /* kSlotStep1 */, static_cast<std::size_t>(bsize + per * nt) * sizeof(T)));
   T* bufs = Bp + bsize;
-  const double flops_kb = 2.0 * static_cast<double>(M) * N * kKBlock;
+  const double flops_kb = 2.0 * static_cast<double>(M) * N * kbs;
   const index_t min_rows = std::max<index_t>(kPaRows, static_cast<index_t>(4.0e6 / (flops_kb / M)));
-  const index_t kblocks = K > 0 ? (K + kKBlock - 1) / kKBlock : 1;
-  packed_zero_tail(Bp, kKBlock, N);
+  const index_t kblocks = K > 0 ? (K + kbs - 1) / kbs : 1;
+  packed_zero_tail(Bp, kbs, N);
   for (index_t kb = 0; kb < kblocks; ++kb) {
-    const index_t k0 = kb * kKBlock;
-    const index_t kc = std::min(kKBlock, K - k0);
+    const index_t k0 = kb * kbs;
+    const index_t kc = std::min(kbs, K - k0);
     if (kc > 0) {
-      pack_rows(Bp, kKBlock, 0, 0, B1 + k0 * ldb1, ldb1, kc, n1);
-      if (n2 > 0) pack_rows(Bp, kKBlock, 0, n1, B2 + k0 * ldb2, ldb2, kc, n2);
+      pack_rows(Bp, kbs, 0, 0, B1 + k0 * ldb1, ldb1, kc, n1);
+      if (n2 > 0) pack_rows(Bp, kbs, 0, n1, B2 + k0 * ldb2, ldb2, kc, n2);
     }
     const bool acc = accumulate || kb > 0;
     parallel_for_capped(
@@ -493,16 +514,13 @@ void rnn_gemm_pa(index_t M, index_t K, MatA<T> A, const T* B1, index_t ldb1, ind
             T* c = C + b0 * ldc;
             switch (simd::level()) {
               case simd::kAvx512:
-                sgemm_detail::gemm_pa_avx512<T>(rows, N, kc, a, A.si, A.sk, Bp, kPanel, kKBlock * kPanel, c, ldc, acc,
-                                                Ap);
+                sgemm_detail::gemm_pa_avx512<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap);
                 break;
               case simd::kAvx2:
-                sgemm_detail::gemm_pa_avx2<T>(rows, N, kc, a, A.si, A.sk, Bp, kPanel, kKBlock * kPanel, c, ldc, acc,
-                                              Ap);
+                sgemm_detail::gemm_pa_avx2<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap);
                 break;
               default:
-                sgemm_detail::gemm_pa_baseline<T>(rows, N, kc, a, A.si, A.sk, Bp, kPanel, kKBlock * kPanel, c, ldc,
-                                                  acc, Ap);
+                sgemm_detail::gemm_pa_baseline<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap);
                 break;
             }
           }
