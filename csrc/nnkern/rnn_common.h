@@ -318,15 +318,15 @@ void pack_backward_from_forward(T* Bb, const T* Bf, index_t H, index_t GH) {
   parallel_for(
       panels, (H * GH < 65536 ? panels : 1),
       [&](index_t q0, index_t q1) {
-        const index_t u0 = q0 * pw, u1 = std::min(H, q1 * pw);
-        // dst(k, u) = src(u, k) for u in [u0, u1), in 32 x 32 blocks.
-        for (index_t u = u0; u < u1; u += 32) {
-          const index_t ue = std::min(u1, u + 32);
-          for (index_t k0 = 0; k0 < GH; k0 += 32) {
-            const index_t ke = std::min(GH, k0 + 32);
-            for (index_t k = k0; k < ke; ++k) {
-              for (index_t v = u; v < ue; ++v) *packed_at(Bb, GH, k, v) = *packed_at(const_cast<T*>(Bf), H, v, k);
-            }
+        for (index_t q = q0; q < q1; ++q) {
+          // dst(k, u) = src(u, k) for the columns u in [ub, ue) of destination panel q: row k of
+          // the panel is contiguous, src(u, k) = s[u * pw] (one panel of src, pw apart).
+          const index_t ub = q * pw, ue = std::min(H, ub + pw);
+          T* dpanel = Bb + q * GH * pw;
+          for (index_t k = 0; k < GH; ++k) {
+            const T* src = Bf + (k / pw) * H * pw + k % pw;
+            T* dst = dpanel + k * pw - ub;
+            for (index_t u = ub; u < ue; ++u) dst[u] = src[u * pw];
           }
         }
       },

@@ -94,10 +94,10 @@ inline index_t packed_size(index_t Kp, index_t N) {
   return (N + pw - 1) / pw * pw * Kp;
 }
 
-// Address of element (k, n) of a packed B with Kp rows.
+// Address of element (k, n) of a packed B with Kp rows and panels of pw = panel_width() columns
+// (pw passed in: the callers' element loops must not ask for the ISA level each time).
 template <class T>
-inline T* packed_at(T* Bp, index_t Kp, index_t k, index_t n) {
-  const index_t pw = panel_width();
+inline T* packed_at(T* Bp, index_t Kp, index_t k, index_t n, index_t pw) {
   return Bp + (n / pw) * Kp * pw + k * pw + n % pw;
 }
 
@@ -113,32 +113,35 @@ void packed_zero_tail(T* Bp, index_t Kp, index_t N) {
 // B(k0 + k, n0 + n) = src[k * lds + n] for k < rows, n < cols (whole-row copies).
 template <class T>
 void pack_rows(T* Bp, index_t Kp, index_t k0, index_t n0, const T* src, index_t lds, index_t rows, index_t cols) {
+  const index_t pw = panel_width();
   for (index_t k = 0; k < rows; ++k) {
     index_t n = 0;
     while (n < cols) {
       const index_t c = n0 + n;
-      const index_t len = std::min(cols - n, panel_width() - c % panel_width());
-      std::memcpy(packed_at(Bp, Kp, k0 + k, c), src + k * lds + n, static_cast<std::size_t>(len) * sizeof(T));
+      const index_t len = std::min(cols - n, pw - c % pw);
+      std::memcpy(packed_at(Bp, Kp, k0 + k, c, pw), src + k * lds + n, static_cast<std::size_t>(len) * sizeof(T));
       n += len;
     }
   }
 }
 
 // B(k, n0 + n) = src[n * lds + k] for n < rows_n, k < cols_k: B gets src transposed (a weight
-// block [outputs, inputs] becomes columns of B), in 32 x 32 blocks.
+// block [outputs, inputs] becomes columns of B), in 32 x 32 blocks; each packed row is written in
+// runs that stay inside one panel.
 template <class T>
 void pack_transposed(T* Bp, index_t Kp, index_t n0, const T* src, index_t lds, index_t rows_n, index_t cols_k) {
   constexpr index_t B = 32;
+  const index_t pw = panel_width();
   for (index_t r0 = 0; r0 < rows_n; r0 += B) {
     const index_t r1 = std::min(rows_n, r0 + B);
     for (index_t c0 = 0; c0 < cols_k; c0 += B) {
       const index_t c1 = std::min(cols_k, c0 + B);
       for (index_t k = c0; k < c1; ++k) {
-        T* dst = packed_at(Bp, Kp, k, n0 + r0);  // n0 + r0 .. n0 + r1 - 1 may cross a panel edge
-        if ((n0 + r0) / panel_width() == (n0 + r1 - 1) / panel_width()) {
-          for (index_t n = r0; n < r1; ++n) dst[n - r0] = src[n * lds + k];
-        } else {
-          for (index_t n = r0; n < r1; ++n) *packed_at(Bp, Kp, k, n0 + n) = src[n * lds + k];
+        for (index_t n = r0; n < r1;) {
+          const index_t col = n0 + n, len = std::min(r1 - n, pw - col % pw);
+          T* dst = packed_at(Bp, Kp, k, col, pw);
+          for (index_t i = 0; i < len; ++i) dst[i] = src[(n + i) * lds + k];
+          n += len;
         }
       }
     }
@@ -146,18 +149,25 @@ void pack_transposed(T* Bp, index_t Kp, index_t n0, const T* src, index_t lds, i
 }
 
 // dst(k0 + j, i) = src(i, j) for i < rows_src, j < cols_src: a packed matrix transposed into
-// (rows k0.. of) another packed matrix, in 32 x 32 blocks. Turns the forward step weights
-// (W^T) into the backward ones (W) without keeping W itself.
+// (rows k0.. of) another packed matrix, in 32 x 32 blocks (runs inside one destination panel).
+// Turns the forward step weights (W^T) into the backward ones (W) without keeping W itself.
 template <class T>
 void transpose_packed(T* dst, index_t Kp_dst, index_t k0, const T* src, index_t Kp_src, index_t rows_src,
                       index_t cols_src) {
   constexpr index_t B = 32;
+  const index_t pw = panel_width();
   for (index_t i0 = 0; i0 < rows_src; i0 += B) {
     const index_t i1 = std::min(rows_src, i0 + B);
     for (index_t j0 = 0; j0 < cols_src; j0 += B) {
       const index_t j1 = std::min(cols_src, j0 + B);
       for (index_t j = j0; j < j1; ++j) {
-        for (index_t i = i0; i < i1; ++i) *packed_at(dst, Kp_dst, k0 + j, i) = *packed_at(src, Kp_src, i, j);
+        for (index_t i = i0; i < i1;) {
+          const index_t len = std::min(i1 - i, pw - i % pw);
+          T* d = packed_at(dst, Kp_dst, k0 + j, i, pw);
+          const T* sp = packed_at(src, Kp_src, i, j, pw);  // src(i + t, j) = sp[t * pw] within a panel
+          for (index_t t = 0; t < len; ++t) d[t] = sp[t * pw];
+          i += len;
+        }
       }
     }
   }
