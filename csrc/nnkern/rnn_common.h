@@ -20,169 +20,50 @@
 #include "nnkern/rnn.h"
 #include "nnkern/rnn_gemm.h"
 #include "nnkern/simd.h"
+#include "nnkern/vmath.h"
 #include "nnkern/workspace.h"
 
 namespace nnkern {
 namespace rnn {
 
 // ---------------------------------------------------------------------------------------------
-// Elementwise maths.
-//
-// These are written so that GCC vectorises them inside `#pragma omp simd` loops (no calls, no
-// branches, no float->int conversions): exp by Cody-Waite range reduction x = k ln2 + r,
-// |r| <= ln2/2, a Taylor polynomial for e^r and 2^k assembled in the exponent bits. Taylor
-// coefficients are exact (1/n!), and the degree is chosen so the truncation error is far below
-// half an ulp (float: r^8/8! < 6e-9; double: r^14/14! < 5e-18). Accuracy is tested against NumPy
-// in tests/test_rnn_math.py (a few ulp). NaN inputs give NaN; +-inf saturate correctly.
-// (A vmath.h shared by all families is planned on another branch; these stay local until then.)
-
-template <class T>
-struct MathConst;
-
-template <>
-struct MathConst<float> {
-  using Bits = std::uint32_t;
-  static constexpr float kLog2e = 1.44269504088896341f;
-  // ln2 split so that k * kLn2Hi is exact for |k| < 2^10.
-  static constexpr float kLn2Hi = 0.693359375f;
-  static constexpr float kLn2Lo = -2.12194440e-4f;
-  // Adding 1.5 * 2^23 rounds a float of magnitude < 2^22 to an integer held in the low bits.
-  static constexpr float kRound = 12582912.0f;
-  static constexpr int kMantBits = 23;
-  static constexpr Bits kBias = 127;
-  // exp's argument range: 2^k stays a normal number.
-  static constexpr float kExpLo = -87.0f;
-  // tanh(x) rounds to +-1 beyond this.
-  static constexpr float kTanhClamp = 10.0f;
-};
-
-template <>
-struct MathConst<double> {
-  using Bits = std::uint64_t;
-  static constexpr double kLog2e = 1.44269504088896340736;
-  static constexpr double kLn2Hi = 6.93147180369123816490e-01;
-  static constexpr double kLn2Lo = 1.90821492927058770002e-10;
-  static constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
-  static constexpr int kMantBits = 52;
-  static constexpr Bits kBias = 1023;
-  static constexpr double kExpLo = -708.0;
-  static constexpr double kTanhClamp = 20.0;
-};
-
-template <class To, class From>
-NNK_INLINE To bit_cast_(From v) {
-  static_assert(sizeof(To) == sizeof(From), "bit_cast_ needs equal sizes");
-  To out;
-  __builtin_memcpy(&out, &v, sizeof(To));
-  return out;
-}
-
-// Clamp that keeps NaN (comparisons with NaN are false, so NaN falls through unchanged).
-template <class T>
-NNK_INLINE T clamp_keep_nan(T x, T lo, T hi) {
-  x = x < lo ? lo : x;
-  return x > hi ? hi : x;
-}
-
-// x = k ln2 + r: returns r and 2^k (k from the rounding trick, no int conversion of a float).
-template <class T>
-NNK_INLINE T reduce_ln2(T x, T* scale) {
-  using C = MathConst<T>;
-  using Bits = typename C::Bits;
-  const T shifted = x * C::kLog2e + C::kRound;
-  const T kf = shifted - C::kRound;
-  const Bits k = bit_cast_<Bits>(shifted) - bit_cast_<Bits>(C::kRound);  // two's complement k
-  *scale = bit_cast_<T>(static_cast<Bits>((k + C::kBias) << C::kMantBits));
-  return (x - kf * C::kLn2Hi) - kf * C::kLn2Lo;
-}
-
-// e^r - 1 for |r| <= ln2/2 (no constant term, so small r keeps full relative accuracy).
-NNK_INLINE float expm1_reduced(float r) {
-  float p = 1.0f / 40320.0f;  // r^8/8!
-  p = p * r + 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  return p * r;
-}
-
-NNK_INLINE double expm1_reduced(double r) {
-  double p = 1.0 / 87178291200.0;  // r^14/14!
-  p = p * r + 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  return p * r;
-}
-
-// e^y for y <= 0 (or NaN), down through the subnormal range: below kExpLo it squares e^(y/2), so
-// tiny results underflow gracefully instead of being clamped.
-template <class T>
-NNK_INLINE T vexp_nonpos(T y) {
-  using C = MathConst<T>;
-  const bool tiny = y < C::kExpLo;
-  T h = tiny ? y * T(0.5) : y;
-  h = h < C::kExpLo ? C::kExpLo : h;  // keeps NaN
-  T scale;
-  const T r = reduce_ln2(h, &scale);
-  const T e = scale * expm1_reduced(r) + scale;
-  return tiny ? e * e : e;
-}
-
-// e^y - 1 for 0 <= y <= 2 * kTanhClamp: 2^k (e^r - 1) + (2^k - 1) keeps small y accurate.
-template <class T>
-NNK_INLINE T vexpm1_nonneg(T y) {
-  T scale;
-  const T r = reduce_ln2(y, &scale);
-  return scale * expm1_reduced(r) + (scale - T(1));
-}
+// Elementwise maths: the gate activations, built on vmath.h (the same exp/expm1 as the
+// activation kernels: degree-4 minimax polynomials for float, accuracy tested in
+// tests/test_act_vmath.py and, for these forms, tests/test_rnn_math.py). A gate pass divides
+// once per unit for all its gates (inverse4 below), so sigmoid and tanh come as numerator and
+// denominator. Sigmoid results below the normal range flush to 0, as torch's float sigmoid and
+// nk.sigmoid do. (These used a private degree-8 Taylor exp until 2026-12: ~25% slower gate
+// passes for no accuracy the float results could show.)
 
 // sigmoid(x) = num / den with den = 1 + e, e = e^-|x| <= 1, num = 1 (x >= 0) or e (x < 0): no
-// overflow, and full relative accuracy for large negative x. den is in [1, 2].
+// overflow, and full relative accuracy for large negative x. den is in [1, 2]; NaN gives NaN.
 template <class T>
 NNK_INLINE void sigmoid_parts(T x, T* num, T* den) {
-  const T a = x < T(0) ? x : -x;  // -|x|, NaN stays NaN
-  const T e = vexp_nonpos(a);
-  *num = x < T(0) ? e : T(1);
+  const T e = vmath::exp_nonpositive(-std::fabs(x));
+  *num = vmath::select(x < T(0), e, T(1));
   *den = T(1) + e;
 }
 
-// tanh(x) = num / den = sign(x) E / (E + 2) with E = expm1(2|x|): accurate near 0 (no
-// cancellation). den is in [2, e^(2 kTanhClamp) + 1].
+// tanh(x) = num / den = sign(x) E / (E + 2) with E = expm1(2|x|), |x| clamped where tanh rounds
+// to +-1: accurate near 0 (no cancellation). den is in [2, e^(2 * kTanhOne) + 1]; NaN gives NaN.
 template <class T>
 NNK_INLINE void tanh_parts(T x, T* num, T* den) {
-  using C = MathConst<T>;
-  T a = std::fabs(x);
-  a = a > C::kTanhClamp ? C::kTanhClamp : a;  // keeps NaN
-  const T e = vexpm1_nonneg(a + a);
+  using Tr = vmath::detail::Traits<T>;
+  const T a = std::fabs(x);
+  const T ac = vmath::select(a > Tr::kTanhOne, Tr::kTanhOne, a);  // NaN compares false: kept
+  const T e = vmath::detail::expm1_core(ac + ac);
   *num = std::copysign(e, x);
   *den = e + T(2);
 }
 
 template <class T>
 NNK_INLINE T vsigmoid(T x) {
-  T n, d;
-  sigmoid_parts(x, &n, &d);
-  return n / d;
+  return vmath::sigmoid(x);
 }
 
 template <class T>
 NNK_INLINE T vtanh(T x) {
-  T n, d;
-  tanh_parts(x, &n, &d);
-  return n / d;
+  return vmath::tanh(x);
 }
 
 // 1/a, 1/b from one division: r = 1/(ab), 1/a = r b, 1/b = r a (division is the slowest vector
