@@ -374,34 +374,23 @@ NNK_INLINE void transpose_2d(T* NNK_RESTRICT dst, index_t ldd, const T* NNK_REST
   }
 }
 
-// Channels-last rows from the (C, h_end, w_end) interior of one NCHW image: row ih of the result
-// at nhwc + ih * drow, pixel w at + w * C. Channels go in blocks of one tile (L of them) over all
-// rows: the L channel rows (HW apart, often a multiple of 4 KiB) then stay in L1 while their tiles
-// pass; with all C channels per image row (the obvious order) those rows compete for one cache
-// set and the transposes ran at ~5 instead of ~12 GB/s (AVX2, 64 channels of 32 x 32).
+// Channels-last rows from the (C, h_end, w_end) interior of one NCHW image (to_nhwc), or that
+// interior back from them: row ih of the channels-last side at + ih * drow, pixel w at + w * C.
+// Channels go in blocks of one tile (L of them) over all rows: the L channel rows (HW apart, often
+// a multiple of 4 KiB) then stay in L1 while their tiles pass; with all C channels per image row
+// (the obvious order) those rows compete for one cache set and the transposes ran at ~5 instead
+// of ~12 GB/s (AVX2, 64 channels of 32 x 32).
 template <class T, int VB>
-NNK_INLINE void nchw_to_nhwc_strips(T* nhwc, index_t drow, const T* nchw, const ConvGeom& g, index_t h_end,
-                                    index_t w_end) {
+NNK_INLINE void nhwc_strips(T* dst, const T* src, index_t drow, const ConvGeom& g, index_t h_end, index_t w_end,
+                            bool to_nhwc) {
   constexpr int L = Tile<T, VB>::L;
   const index_t C = g.C, HW = g.H * g.W;
   for (index_t c0 = 0; c0 < C; c0 += L) {
     const index_t nc = std::min<index_t>(L, C - c0);
     for (index_t ih = 0; ih < h_end; ++ih) {
-      transpose_2d<T, VB>(nhwc + ih * drow + c0, C, nchw + c0 * HW + ih * g.W, HW, nc, w_end);
-    }
-  }
-}
-
-// The inverse: the (C, h_end, w_end) interior of an NCHW image from channels-last rows.
-template <class T, int VB>
-NNK_INLINE void nhwc_to_nchw_strips(T* nchw, const T* nhwc, index_t drow, const ConvGeom& g, index_t h_end,
-                                    index_t w_end) {
-  constexpr int L = Tile<T, VB>::L;
-  const index_t C = g.C, HW = g.H * g.W;
-  for (index_t c0 = 0; c0 < C; c0 += L) {
-    const index_t nc = std::min<index_t>(L, C - c0);
-    for (index_t ih = 0; ih < h_end; ++ih) {
-      transpose_2d<T, VB>(nchw + c0 * HW + ih * g.W, HW, nhwc + ih * drow + c0, C, w_end, nc);
+      const index_t nchw = c0 * HW + ih * g.W, nhwc = ih * drow + c0;  // the strip's offsets
+      if (to_nhwc) transpose_2d<T, VB>(dst + nhwc, C, src + nchw, HW, nc, w_end);
+      else transpose_2d<T, VB>(dst + nchw, HW, src + nhwc, C, w_end, nc);
     }
   }
 }
@@ -436,7 +425,7 @@ NNK_INLINE void to_padded_nhwc_body(T* xt, const T* x, const ConvGeom* gp, index
   }
   // The (C, h_end, w_end) input slab becomes h_end rows of (w_end, C).
   with_tile_bytes([&](auto vb) NNK_LAMBDA_INLINE {
-    nchw_to_nhwc_strips<T, decltype(vb)::value>(xt + (g.PH * Wp + g.PW) * C, Wp * C, x, g, h_end, w_end);
+    nhwc_strips<T, decltype(vb)::value>(xt + (g.PH * Wp + g.PW) * C, x, Wp * C, g, h_end, w_end, true);
   });
 }
 NNK_MULTIVERSION(to_padded_nhwc, to_padded_nhwc_body)
@@ -450,7 +439,7 @@ NNK_INLINE void from_padded_nhwc_body(T* dx, const T* dxt, const ConvGeom* gp, i
   const index_t h_end = std::clamp<index_t>(Hp - g.PH, 0, g.H);
   const index_t w_end = std::clamp<index_t>(Wp - g.PW, 0, g.W);
   with_tile_bytes([&](auto vb) NNK_LAMBDA_INLINE {
-    nhwc_to_nchw_strips<T, decltype(vb)::value>(dx, dxt + (g.PH * Wp + g.PW) * C, Wp * C, g, h_end, w_end);
+    nhwc_strips<T, decltype(vb)::value>(dx, dxt + (g.PH * Wp + g.PW) * C, Wp * C, g, h_end, w_end, false);
   });
   for (index_t ih = 0; ih < g.H; ++ih) {
     T* dst = dx + ih * g.W;
