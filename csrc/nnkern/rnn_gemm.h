@@ -373,46 +373,49 @@ NNK_INLINE void gemm_pa_body(index_t M, index_t N, index_t K, const T* A, index_
 template <class T>
 NNK_TARGET_AVX512 __attribute__((noinline)) void gemm_pa_avx512(index_t M, index_t N, index_t K, const T* A,
                                                                 index_t si, index_t sk, const T* B, index_t ldk,
-                                                                index_t ps, T* C, index_t ldc, bool acc, T* Ap) {
-  gemm_pa_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, 64, 128);
+                                                                index_t ps, T* C, index_t ldc, bool acc, T* Ap,
+                                                                index_t pw, index_t kb) {
+  gemm_pa_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, pw, kb);
 }
 
 template <class T>
 NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_pa_avx2(index_t M, index_t N, index_t K, const T* A, index_t si,
                                                             index_t sk, const T* B, index_t ldk, index_t ps, T* C,
-                                                            index_t ldc, bool acc, T* Ap) {
-  gemm_pa_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, 16, 256);
+                                                            index_t ldc, bool acc, T* Ap, index_t pw, index_t kb) {
+  gemm_pa_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, pw, kb);
 }
 
 template <class T>
 __attribute__((noinline)) void gemm_pa_baseline(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk,
                                                 const T* B, index_t ldk, index_t ps, T* C, index_t ldc, bool acc,
-                                                T* Ap) {
-  gemm_pa_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, 8, 128);
+                                                T* Ap, index_t pw, index_t kb) {
+  gemm_pa_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, C, ldc, acc, Ap, pw, kb);
 }
 
 // Per ISA: AVX-512 has 32 vector registers (24 accumulators of 16 floats: 6 rows x 64 columns),
 // AVX2 and SSE 16 (12 accumulators: 6 rows x 2 vectors; 4 x 2 left the FMA units half idle).
-// The last two arguments of the bodies are that level's panel_width() and k_block().
+// pw, kb: the panel_width() and k_block() B was packed with (the callers pass them).
 template <class T>
 NNK_TARGET_AVX512 __attribute__((noinline)) void gemm_avx512(index_t M, index_t N, index_t K, const T* A, index_t si,
                                                              index_t sk, const T* B, index_t ldk, index_t ps,
-                                                             index_t col0, T* C, index_t ldc, bool acc) {
-  gemm_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, 64, 128);
+                                                             index_t col0, T* C, index_t ldc, bool acc, index_t pw,
+                                                             index_t kb) {
+  gemm_body<T, 64, 6, 4>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, pw, kb);
 }
 
 template <class T>
 NNK_TARGET_AVX2 __attribute__((noinline)) void gemm_avx2(index_t M, index_t N, index_t K, const T* A, index_t si,
                                                          index_t sk, const T* B, index_t ldk, index_t ps,
-                                                         index_t col0, T* C, index_t ldc, bool acc) {
-  gemm_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, 16, 256);
+                                                         index_t col0, T* C, index_t ldc, bool acc, index_t pw,
+                                                         index_t kb) {
+  gemm_body<T, 32, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, pw, kb);
 }
 
 template <class T>
 __attribute__((noinline)) void gemm_baseline(index_t M, index_t N, index_t K, const T* A, index_t si, index_t sk,
                                              const T* B, index_t ldk, index_t ps, index_t col0, T* C, index_t ldc,
-                                             bool acc) {
-  gemm_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, 8, 128);
+                                             bool acc, index_t pw, index_t kb) {
+  gemm_body<T, 16, 6, 2>(M, N, K, A, si, sk, B, ldk, ps, col0, C, ldc, acc, pw, kb);
 }
 
 }  // namespace sgemm_detail
@@ -422,17 +425,19 @@ __attribute__((noinline)) void gemm_baseline(index_t M, index_t N, index_t K, co
 template <class T>
 inline void step_gemm(index_t M, index_t N, index_t K, MatA<T> A, MatB<T> B, index_t col0, T* C, index_t ldc,
                       bool accumulate) {
-  NNK_ASSERT(col0 % panel_width() == 0);
+  const index_t pw = panel_width(), kb = k_block();
+  NNK_ASSERT(col0 % pw == 0);
   if (M <= 0 || N <= 0) return;
   switch (simd::level()) {
     case simd::kAvx512:
-      sgemm_detail::gemm_avx512<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate);
+      sgemm_detail::gemm_avx512<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate, pw, kb);
       break;
     case simd::kAvx2:
-      sgemm_detail::gemm_avx2<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate);
+      sgemm_detail::gemm_avx2<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate, pw, kb);
       break;
     default:
-      sgemm_detail::gemm_baseline<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate);
+      sgemm_detail::gemm_baseline<T>(M, N, K, A.p, A.si, A.sk, B.p, B.ldk, B.pstride, col0, C, ldc, accumulate, pw,
+                                     kb);
       break;
   }
 }
@@ -524,13 +529,14 @@ void rnn_gemm_pa(index_t M, index_t K, MatA<T> A, const T* B1, index_t ldb1, ind
             T* c = C + b0 * ldc;
             switch (simd::level()) {
               case simd::kAvx512:
-                sgemm_detail::gemm_pa_avx512<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap);
+                sgemm_detail::gemm_pa_avx512<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap, pw, kbs);
                 break;
               case simd::kAvx2:
-                sgemm_detail::gemm_pa_avx2<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap);
+                sgemm_detail::gemm_pa_avx2<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap, pw, kbs);
                 break;
               default:
-                sgemm_detail::gemm_pa_baseline<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap);
+                sgemm_detail::gemm_pa_baseline<T>(rows, N, kc, a, A.si, A.sk, Bp, pw, kbs * pw, c, ldc, acc, Ap, pw,
+                                                  kbs);
                 break;
             }
           }
